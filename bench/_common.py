@@ -1,0 +1,62 @@
+"""What every benchmark shares: machine and version facts, and the results file of ARCHITECTURE.md."""
+from __future__ import annotations
+
+import json
+import os
+import platform
+import sys
+from pathlib import Path
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def machine() -> dict:
+    "CPU model, cores, memory and whether a GPU was used."
+    import torch
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"): cpu = line.split(":", 1)[1].strip(); break
+    except OSError: pass
+    mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30 if hasattr(os, "sysconf") else None
+    return dict(cpu=cpu, cores=os.cpu_count(), mem_gib=round(mem, 1) if mem else None, python=platform.python_version(),
+                gpu=torch.cuda.get_device_name(0) if torch.cuda.is_available() else None, torch_threads=torch.get_num_threads())
+
+
+def versions(*names: str) -> dict:
+    "Installed versions of `names` (and torch, torchvision, reprlab)."
+    from importlib.metadata import PackageNotFoundError, version
+    out = {}
+    for n in ("torch", "torchvision", "reprlab", *names):
+        try: out[n] = version(n)
+        except PackageNotFoundError: out[n] = None
+    return out
+
+
+def claim(what: str, value: float, goal: str) -> dict:
+    "One claim: `goal` is '>= X' or '<= X'; `holds` is computed, never typed in."
+    op, x = goal.split()
+    holds = value >= float(x) if op == ">=" else value <= float(x) if op == "<=" else None
+    if holds is None: raise ValueError(f"goal must be '>= X' or '<= X', got {goal!r}")
+    return dict(what=what, value=round(float(value), 4), goal=goal, holds=bool(holds))
+
+
+def write(name: str, figures: dict, claims: list[dict], extra_versions=(), **extra) -> Path:
+    "Write bench/results/NAME.json and print the claims."
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    out = dict(name=name, machine=machine(), versions=versions(*extra_versions), command=" ".join([Path(sys.executable).name] + sys.argv),
+               figures=figures, claims=claims, **extra)
+    path = RESULTS / f"{name}.json"
+    tmp = path.with_suffix(".json.tmp"); tmp.write_text(json.dumps(out, indent=1) + "\n"); tmp.replace(path)
+    for c in claims: print(f"claim: {c['what']} = {c['value']:.3g} (goal {c['goal']}): {'holds' if c['holds'] else 'FAILS'}")
+    print(f"wrote {path}")
+    return path
+
+
+def table(rows: list[dict], cols: list[str]) -> str:
+    "A plain-text table of `rows` (dicts) with columns `cols`."
+    fmt = lambda v: f"{v:,.1f}" if isinstance(v, float) else str(v)
+    w = {c: max(len(c), *(len(fmt(r.get(c, ""))) for r in rows)) for c in cols}
+    lines = ["  ".join(c.ljust(w[c]) for c in cols), "  ".join("-" * w[c] for c in cols)]
+    lines += ["  ".join(fmt(r.get(c, "")).ljust(w[c]) for c in cols) for r in rows]
+    return "\n".join(lines)

@@ -1,0 +1,28 @@
+"""Shared fixtures. Tests run with one torch thread per process (pytest-xdist runs two processes on 2 cores)."""
+import os
+import tarfile
+from pathlib import Path
+
+import pytest
+import torch
+
+torch.set_num_threads(1)
+os.environ.setdefault("REPRLAB_DEVICE", "cpu")
+
+from reprlab.testing import shared_data  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def shared():
+    "The shared real-data folder, or skip where it is absent (a user's fresh clone)."
+    p = shared_data("README.md")
+    if p is None: pytest.skip("../shared/data not found (real CIFAR-10 files are only beside the project's own clone)")
+    return p.parent
+
+
+@pytest.fixture(scope="session")
+def cifar_folder(shared, tmp_path_factory):
+    "The shared cifar10-folder-sample.tar (ImageFolder layout, 100 + 20 JPEGs per class) extracted once."
+    out = tmp_path_factory.mktemp("cifar-folder")
+    with tarfile.open(shared / "cifar10-folder-sample.tar") as t: t.extractall(out, filter="data")
+    return out / "cifar10-folder-sample"
