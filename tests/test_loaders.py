@@ -136,3 +136,9 @@ def test_augment_batch_seeded():
     assert torch.equal(augment_batch(x, noise, 0, 1, 2), augment_batch(x, noise, 0, 1, 2))
     assert not torch.equal(augment_batch(x, noise, 0, 1, 2), augment_batch(x, noise, 0, 1, 3))
     assert torch.equal(augment_batch(x, None, 0, 0, 0), x.float() / 255)
+
+
+def test_ranks_draw_different_augmentations(ds):
+    a, b = (next(iter(Loader(ds, batch_size=4, transform=lambda x, gen: torch.rand(x.shape, generator=gen),
+                             rank=r, world_size=2)))["image"] for r in range(2))
+    assert not torch.equal(a, b)
