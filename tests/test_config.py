@@ -419,8 +419,8 @@ def near_miss_keys():
         i = i % (len(k) + 1)
         return k[:i] + c + k[i + 1:]
     known = st.sampled_from(LEAVES + ["config", "data", "optim", "data.aug", "help"])
-    return st.one_of(known, known.map(lambda k: k.replace("_", "-")), st.builds(mutate, known, st.integers(0, 20), st.text(max_size=2)),
-                     st.text(max_size=12))
+    return st.one_of(known, known.map(lambda k: k.replace("_", "-")),
+                     st.builds(mutate, known, st.integers(0, 20), st.text(max_size=2)), st.text(max_size=12))
 
 
 TRICKY = ["", " ", "0", "1", "-1", "1.5", "1e999", "nan", "inf", "-inf", "none", "null", "true", "no", "[", "]", "[]", "{}",

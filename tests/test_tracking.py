@@ -61,12 +61,12 @@ def test_history_union_of_keys_and_resume(tmp_path):
     class Sometimes(Callback):   # a metric logged only on odd epochs
         def after_epoch(self, learn):
             if learn.epoch % 2: learn.log["knn"] = 0.5 + learn.epoch / 10
-    learn = _learner([HistoryCB(tmp_path), Sometimes()])
+    learn = _learner([HistoryCB(tmp_path, plot=False), Sometimes()])   # plots: test above
     learn.fit(2)
     ckpt = save_checkpoint(learner_state(learn), tmp_path / "last.pt")
     first = read_history_csv(tmp_path / "history.csv")
 
-    learn2 = _learner([HistoryCB(tmp_path), Sometimes()])
+    learn2 = _learner([HistoryCB(tmp_path, plot=False), Sometimes()])
     learn2.fit(4, resume=ckpt)                         # history restored from the checkpoint, epochs 2 and 3 trained
     rows = read_history_csv(tmp_path / "history.csv")
     assert [r["epoch"] for r in rows] == [0, 1, 2, 3]
@@ -164,9 +164,8 @@ def test_prediction_stats_catch_constant_predictor():
         def forward(self, x): return self.b.expand(len(x), -1)
     learn = _learner([PredictionStatsCB()], model=Constant(3))
     learn.fit(2)
-    for h in learn.history:
-        assert h["pred_std"] == pytest.approx(0, abs=1e-12) and h["pct_top_class"] == 1.0
-        assert h["pred_mean"] == pytest.approx(torch.linspace(-1, 1, 3).softmax(0).max().item(), rel=1e-6)
+    for h in learn.history: assert h["pred_std"] == pytest.approx(0, abs=1e-12) and h["pct_top_class"] == 1.0
+    assert learn.log["pred_mean"] == pytest.approx(learn.model.b.detach().softmax(0).max().item(), rel=1e-6)
     # a real binary classifier, checked against numpy on the same validation logits
     cb = PredictionStatsCB()
     learn = _learner([cb], metrics=(), model=nn.Linear(4, 1),
@@ -242,3 +241,16 @@ def test_comet_online_when_key_set_never_logs_key(tmp_path, monkeypatch):
 def test_comet_offline_needs_a_directory(no_comet_key):
     with pytest.raises(ValueError, match="offline_dir"):
         _learner([CometCB()]).fit(1)
+
+
+def test_last_epoch_reported_when_early_stopping_cancels_in_after_epoch(tmp_path):
+    from reprlab.monitors import EarlyStoppingCB
+    # 'max' on a falling loss: no improvement at epoch 1, so EarlyStoppingCB raises CancelFitException in after_epoch
+    learn = _learner([EarlyStoppingCB("valid_loss", mode="max", patience=1), HistoryCB(tmp_path, plot=False),
+                      JsonlLogCB(tmp_path), RunSummaryCB(show=False)])
+    learn.fit(5)
+    assert len(learn.history) == 2
+    assert [r["epoch"] for r in read_history_csv(tmp_path / "history.csv")] == [0, 1]
+    recs = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()]
+    assert [r["event"] for r in recs] == ["start", "epoch", "epoch", "end"] and recs[-1]["status"] == "cancelled"
+    assert (learn.summary["status"], learn.summary["epochs_run"]) == ("cancelled", 2)
