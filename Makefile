@@ -17,8 +17,9 @@ $(STAMP): $(BIN)/python setup.py settings.ini pyproject.toml requirements.lock
 
 setup: $(STAMP)    ## create .venv and install reprlab (editable) with the dev extra
 
-demo: $(STAMP)     ## data tour on the embedded cifar10-wang-mini; prints where the results are
+demo: $(STAMP)     ## data tour, then the main job (train the small conv classifier) on the embedded cifar10-wang-mini
 	$(BIN)/python bin/s00-data.py
+	$(BIN)/python bin/s01-train.py --name=demo-$$(date +%Y%m%d-%H%M%S)
 
 check-export: $(STAMP)   ## nbs/ and lib/ agree: exporting the notebooks changes nothing, notebooks are clean
 	@$(BIN)/python tools/check_export.py
