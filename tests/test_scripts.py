@@ -93,3 +93,20 @@ def test_ctrl_c_saves_a_checkpoint_and_resume_is_exact(tmp_path):
     b = load_checkpoint(last)["model"]
     assert a.keys() == b.keys()
     for k in a: assert torch.equal(a[k], b[k]), k                       # bitwise equal to the uninterrupted run
+
+
+def test_transfer_init_freeze_and_lr_mult(tmp_path):
+    src = _run(["--name=src", "--epochs=1", *FAST], tmp_path)
+    assert src.returncode == 0, src.stderr[-3000:]
+    ft = _run(["--name=ft", "--epochs=1", "--init_encoder=runs/src/checkpoints/last.pt", "--freeze_encoder_epochs=1",
+               "--encoder_lr_mult=0.1", *FAST], tmp_path)
+    assert ft.returncode == 0, ft.stderr[-3000:]
+    assert "init encoder from runs/src/checkpoints/last.pt [encoder.]" in ft.stdout and "unexpected none" in ft.stdout
+    a = load_checkpoint(tmp_path / "runs" / "src" / "checkpoints" / "last.pt")["model"]
+    b = load_checkpoint(tmp_path / "runs" / "ft" / "checkpoints" / "last.pt")
+    enc = [k for k in a if k.startswith("encoder.")]
+    assert enc and all(torch.equal(a[k], b["model"][k]) for k in enc)      # frozen for the only epoch, BN stats included
+    assert not all(torch.equal(a[k], b["model"][k]) for k in a if k.startswith("head."))
+    assert sorted(g["lr_mult"] for g in b["opt"]["param_groups"]) == [0.1, 0.1, 1.0, 1.0]
+    bad = _run(["--name=bad", "--epochs=1", "--init_encoder=runs/nope.pt", *FAST], tmp_path)
+    assert bad.returncode != 0 and "runs/nope.pt" in bad.stderr
