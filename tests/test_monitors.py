@@ -166,7 +166,7 @@ def test_checkpoint_every_and_no_monitor(tmp_path):
             p = tmp_path / "checkpoints/last.pt"
             self.epochs.append(load_checkpoint(p)["epoch"] if p.exists() else None)
     seen = Seen()
-    toy_learner([CheckpointCB(tmp_path, monitor=None, every=2), seen], valid=False).fit(5)
+    toy_learner([CheckpointCB(tmp_path, monitor=None, every=2, background=False), seen], valid=False).fit(5)
     assert seen.epochs == [None, 2, 2, 4, 5]                                # every 2 epochs, and after the last
     assert not (tmp_path / "checkpoints/best.pt").exists()
     with pytest.raises(ValueError, match="keep"): CheckpointCB(tmp_path, keep=0)
@@ -460,3 +460,13 @@ def test_monitors_together_do_not_change_training(ds, tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert learn.grad_stats.epochs[-1]["nonfinite"] == {}
+
+
+def test_background_writes_equal_foreground_writes(tmp_path):
+    "The writer thread snapshots the state: the files equal those written synchronously, every name in place at the end."
+    for mode in ("fg", "bg"):
+        toy_learner([CheckpointCB(tmp_path / mode, keep=2, background=mode == "bg")]).fit(4)
+    for name in ["last.pt", "best.pt", "epoch-0003.pt", "epoch-0004.pt"]:
+        a, b = (load_checkpoint(tmp_path / m / "checkpoints" / name) for m in ("fg", "bg"))
+        assert a["epoch"] == b["epoch"] and all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"]), name
+    assert not (tmp_path / "bg" / "checkpoints" / "epoch-0002.pt").exists()
