@@ -36,11 +36,16 @@ export: $(STAMP)   ## notebooks -> lib/, then strip notebook outputs and metadat
 	$(BIN)/nbdev-export
 	$(BIN)/nbdev-clean
 
-bench: $(STAMP)    ## every benchmark; each writes bench/results/NAME.json
+bench: $(STAMP)    ## every benchmark (installs the bench extra: fastai, lightning, lightly); each writes bench/results/NAME.json
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -c requirements.lock -e ".[dev,bench]"
 	$(BIN)/python bench/data_throughput.py
+	$(BIN)/python bench/trainer_overhead.py
+	$(BIN)/python bench/encoder_throughput.py
+	$(BIN)/python bench/ssl_vs_scratch.py
+	$(BIN)/python bench/simclr_vs_lightly.py
 
 lock: $(BIN)/python   ## refresh requirements.lock from a fresh resolution
-	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	$(BIN)/python -m pip install --quiet -e ".[dev,bench]"
 	$(BIN)/python -m pip freeze --exclude-editable | grep -v '^reprlab' > requirements.lock
 
 clean:
