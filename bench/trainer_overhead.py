@@ -254,8 +254,9 @@ def main():
             ref = res["hand"][0]["losses"] if "hand" in fws else None
             fig = {}
             for f in fws:
-                diff = (float(np.max(np.abs(np.array(res[f][0]["losses"]) - np.array(ref)))) if ref is not None
-                        and len(res[f][0]["losses"]) == len(ref) else None)
+                got = res[f][0]["losses"]       # a different number of batches is a failed equality, not a crash
+                diff = (None if ref is None else float("inf") if len(got) != len(ref)
+                        else float(np.max(np.abs(np.array(got) - np.array(ref)))))
                 fig[f] = dict(s_per_epoch=spe[f], ratio=spe[f] / spe["hand"] if "hand" in fws else None,
                               fixed_s=statistics.median(r["fixed_s"] for r in res[f]),
                               wall_s=statistics.median(r["wall_s"] for r in res[f]),
@@ -274,7 +275,7 @@ def main():
     print(table(rows, ["model", "framework", "s_epoch", "ratio", "fixed_s", "rss_mib", "loss_diff"]))
     print("(s_epoch: median over epochs 2.. and repetitions; fixed_s: set-up and end of fit outside the epochs)")
     write("trainer_overhead", figures, claims, extra_versions=("fastai", "lightning"),
-          settings=dict(n_train=a.n_train, n_valid=a.n_valid, bs=a.bs, epochs=a.epochs, reps=a.reps, threads=a.threads))
+          quick=a.quick, settings=dict(n_train=a.n_train, n_valid=a.n_valid, bs=a.bs, epochs=a.epochs, reps=a.reps, threads=a.threads))
 
 
 if __name__ == "__main__":
