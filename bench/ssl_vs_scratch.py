@@ -64,6 +64,7 @@ def main():
     ap.add_argument("--methods", default=",".join(METHODS))
     ap.add_argument("--encoder", default="conv")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--results", default="ssl_vs_scratch", help="name of the results file in bench/results/")
     a = ap.parse_args()
     if a.quick: a.pretrain_s, a.finetune_s, a.seeds, a.methods = 10, 5, "0", "rotation,simclr"
     seeds, methods = [int(s) for s in a.seeds.split(",")], a.methods.split(",")
@@ -94,7 +95,7 @@ def main():
     best = max(methods, key=lambda m: statistics.mean(res[m]))
     gain = (statistics.mean(res[best]) - statistics.mean(res["scratch"])) * 100
     claims = [claim(f"best SSL method ({best}) val accuracy - scratch, points", gain, ">= 5")]
-    write("ssl_vs_scratch", dict(results=res, wall_s=walls), claims,
+    write(a.results, dict(results=res, wall_s=walls), claims,
           settings=dict(pretrain_s=a.pretrain_s, finetune_s=a.finetune_s, seeds=seeds, encoder=a.encoder, threads=a.threads))
 
 
