@@ -361,7 +361,6 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                'reprlab.heads.Unmixer': ('heads.html#unmixer', 'reprlab/heads.py'),
                                'reprlab.heads.Unmixer.__init__': ('heads.html#unmixer.__init__', 'reprlab/heads.py'),
                                'reprlab.heads.Unmixer.forward': ('heads.html#unmixer.forward', 'reprlab/heads.py'),
-                               'reprlab.heads._act': ('heads.html#_act', 'reprlab/heads.py'),
                                'reprlab.heads.classifier': ('heads.html#classifier', 'reprlab/heads.py'),
                                'reprlab.heads.model_summary': ('heads.html#model_summary', 'reprlab/heads.py'),
                                'reprlab.heads.simclr_projection': ('heads.html#simclr_projection', 'reprlab/heads.py'),
