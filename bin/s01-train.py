@@ -5,6 +5,7 @@ and write a run directory: config.json, cmd.txt, env.json, history.csv/png, log.
     python bin/s01-train.py [--config=file.json] [--key=value ...]      (--help lists every option)
     torchrun --nproc_per_node=2 bin/s01-train.py ...                   (DDP: gloo on CPU, nccl on CUDA)
     python bin/s01-train.py --resume=runs/<name>/checkpoints/last.pt   (continue exactly where it stopped)
+    python bin/s01-train.py --protocol=imagewang --task=simclr          (pretrain + fine-tune vs scratch, same CPU budget)
 """
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from reprlab.config import ConfigError, cli
 from reprlab.core import is_main_process
 from reprlab.data import DataError
 from reprlab.experiments import TrainConfig, train
+from reprlab.protocols import run_protocol
 
 
 def main(argv=None) -> int:
@@ -26,7 +28,9 @@ def main(argv=None) -> int:
         cfg_file = Path(resume).resolve().parent.parent / "config.json"
         if cfg_file.exists(): argv = [f"--config={cfg_file}", *argv]
     cfg = cli(TrainConfig, argv, prog="s01-train.py", description=__doc__.splitlines()[0])
-    try: summary = train(cfg, ["bin/s01-train.py", *argv])
+    try:
+        if cfg.protocol != "none": return 0 if run_protocol(cfg, ["bin/s01-train.py", *argv]) else 1
+        summary = train(cfg, ["bin/s01-train.py", *argv])
     except KeyboardInterrupt: return 130
     except (ConfigError, DataError, CheckpointError, NonFiniteLossError, FileNotFoundError, KeyError) as e:
         print(f"error: {e}", file=sys.stderr)

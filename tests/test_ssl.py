@@ -46,3 +46,47 @@ def test_task_trains_monitors_and_transfers(task, tiny, monkeypatch):
         t = {k: v for k, v in ck["model"].items() if k.startswith("teacher.")}
         st = {k: v for k, v in ck["model"].items() if k.startswith("student.")}
         assert t and not all(torch.equal(t[k], st["student." + k[8:]]) for k in t)   # the EMA teacher differs
+
+
+@pytest.mark.parametrize("objective", ["pdist", "bce", "mse"])
+def test_mixup_objectives_are_selectable(objective, tiny, monkeypatch):
+    root, reg = tiny
+    monkeypatch.setenv("REPRLAB_DATASETS", str(reg)); monkeypatch.setenv("REPRLAB_CACHE", str(root / "cache"))
+    cfg = TrainConfig(task="mixup", pretext_loss=objective, name=f"mix-{objective}", runs_dir=root / "runs", epochs=1,
+                      quiet=True, threads=1, knn_every=0, pretext_n=2, data=DataConfig(dataset="tiny", size=16, batch_size=8, num_workers=0))
+    s = train(cfg, argv=["test"])
+    model = load_model(root / "runs" / f"mix-{objective}" / "checkpoints" / "last.pt")
+    assert model.loss_kind == {"pdist": "pdist", "bce": "bce", "mse": "mse"}[objective]
+    assert s["final"]["train_loss"] == s["final"]["train_loss"]
+
+
+def test_pretext_loss_needs_a_multi_image_task():
+    from reprlab.config import ConfigError
+    from reprlab.experiments import pretext_kwargs
+    with pytest.raises(ConfigError, match="--pretext_loss"): pretext_kwargs(TrainConfig(task="rotation", pretext_loss="pdist"))
+
+
+def test_imagewang_protocol_from_the_command_line(tiny, tmp_path):
+    import os, subprocess, sys
+    from pathlib import Path
+    root, reg = tiny
+    env = dict(os.environ, OMP_NUM_THREADS="1", REPRLAB_DATASETS=str(reg), REPRLAB_CACHE=str(root / "cache"))
+    train_py = Path(__file__).resolve().parents[1] / "bin" / "s01-train.py"
+    r = subprocess.run([sys.executable, str(train_py), "--protocol=imagewang", "--task=rotation", "--name=iw", "--budget_s=4",
+                        "--finetune_s=1.5", "--threads=1", "--knn_k=3", "--data.dataset=tiny", "--data.size=16",
+                        "--data.batch_size=8", "--data.num_workers=0", "--quiet"], cwd=tmp_path, env=env,
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    run = tmp_path / "runs" / "iw"
+    p = json.loads((run / "protocol.json").read_text())
+    assert sorted(p["arms"]) == ["finetune", "pretrain", "scratch"] and "gain_points" in p
+    for arm in ("pretrain", "finetune", "scratch"):
+        assert (run / arm / "checkpoints" / "last.pt").exists() and p["arms"][arm]["epochs"] >= 1
+        assert json.loads((run / arm / "config.json").read_text())["protocol"] == "none"   # each arm resumes on its own
+    ft = json.loads((run / "finetune" / "config.json").read_text())
+    assert ft["task"] == "supervised" and ft["init_encoder"].endswith("iw/pretrain/checkpoints/last.pt")
+    assert ft["freeze_encoder_epochs"] == 2 and ft["encoder_lr_mult"] == 0.3
+    assert (run / "protocol.png").stat().st_size > 0 and (run / "config.json").exists()
+    bad = subprocess.run([sys.executable, str(train_py), "--protocol=imagewang", "--finetune_s=900", "--budget_s=60", "--quiet"],
+                         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 1 and "--finetune_s" in bad.stderr

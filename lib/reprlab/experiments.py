@@ -43,7 +43,8 @@ from .transforms import Compose, MultiView, Normalize, basic_augment, dino_augme
 
 # %% auto #0
 __all__ = ['git_sha', 'env_info', 'make_run_dir', 'DataConfig', 'TrainConfig', 'pretext_kwargs', 'build_data', 'build_model',
-           'build_schedule', 'monitored', 'build_callbacks', 'default_run_name', 'train']
+           'build_schedule', 'monitored', 'build_callbacks', 'training_callbacks', 'build_learner', 'default_run_name',
+           'train']
 
 # %% ../../nbs/20_experiments.ipynb #1190def5
 def git_sha(path=None) -> str | None:
@@ -137,7 +138,16 @@ class TrainConfig:
     dino_wd_end: float = opt(0.4, "dino: weight decay at the end (cosine from --wd), as in the paper")
     teacher_temp: float = opt(0.04, "dino: teacher temperature")
     pretext_n: int = opt(3, "mixup / scale: source images per sample")
+    pretext_loss: Literal["default", "soft_ce", "mse", "pdist", "bce"] = opt(
+        "default", "mixup / scale objective: soft_ce (default), mse or pdist (pairwise distances) on the weights, bce on multi-hot 'is a source' targets")
     patch_size: int = opt(8, "patchwork: patch side in pixels")
+    protocol: Literal["none", "imagewang"] = opt("none", "imagewang: pretrain --task on the pretrain splits, fine-tune on the labels, and train from scratch, at the same CPU budget")
+    budget_s: float = opt(780.0, "protocol: seconds of training per arm (pretraining + fine-tuning, or scratch)")
+    finetune_s: float = opt(180.0, "protocol: seconds of the budget spent fine-tuning")
+    scratch: bool = opt(True, "protocol: also train the scratch arm (supervised from random weights, whole budget)")
+    ft_lr: float = opt(5e-3, "protocol: learning rate of fine-tuning and of the scratch arm")
+    ft_encoder_lr_mult: float = opt(0.3, "protocol: encoder learning rate x this while fine-tuning")
+    ft_freeze_epochs: int = opt(2, "protocol: head-only epochs at the start of fine-tuning")
     overfit_batches: int = opt(0, "debug: train on this many fixed batches, augmentation off (0: off)")
     device: str | None = opt(None, "cpu, cuda, cuda:1, mps (default: best available)")
     threads: int | None = opt(None, "torch threads in this process (default: torch's choice)")
@@ -161,7 +171,10 @@ def _task_transform(cfg: TrainConfig, stats):
 
 def pretext_kwargs(cfg: TrainConfig) -> dict:
     "The pretext task's arguments from the config."
-    return {"mixup": dict(n=cfg.pretext_n), "scale": dict(n=cfg.pretext_n),
+    if cfg.pretext_loss != "default" and cfg.task not in ("mixup", "scale"):
+        raise ConfigError(f"--pretext_loss applies to --task=mixup or scale, not {cfg.task!r}")
+    obj = {} if cfg.pretext_loss == "default" else dict(target="multihot") if cfg.pretext_loss == "bce" else dict(loss=cfg.pretext_loss)
+    return {"mixup": dict(n=cfg.pretext_n, **obj), "scale": dict(n=cfg.pretext_n, **obj),
             "patchwork": dict(patch_shape=cfg.patch_size)}.get(cfg.task, {})
 
 def build_data(cfg: TrainConfig):
@@ -217,7 +230,7 @@ def monitored(cfg: TrainConfig) -> tuple[str, str]:
     return cfg.monitor, cfg.mode
 
 def build_callbacks(cfg: TrainConfig, run: Path, data=None) -> list:
-    "The callbacks `cfg` asks for: speed, safety, schedules, logging, checkpoints, the kNN monitor, DINO's teacher."
+    "The callbacks `cfg` asks for: logging, checkpoints and the kNN monitor (rank 0 writes `run`), then `training_callbacks`."
     monitor, mode = monitored(cfg)
     cbs = [DDPCB(), NanGuardCB(), ProgressCB(show=not cfg.quiet), HistoryCB(run), JsonlLogCB(run),
            CheckpointCB(run, monitor=monitor, mode=mode, keep=cfg.keep, config=config_to_dict(cfg)),
@@ -225,6 +238,13 @@ def build_callbacks(cfg: TrainConfig, run: Path, data=None) -> list:
     if cfg.task != "supervised" and cfg.knn_every:
         if data is None or data[1] is None: raise ConfigError("the kNN monitor needs --data.valid_split (or --knn_every=0)")
         cbs.append(KNNMonitorCB(data[0], data[1], every=cfg.knn_every, k=cfg.knn_k, transform=data[2]))
+    if cfg.patience is not None: cbs.append(EarlyStoppingCB(monitor, mode, cfg.patience))
+    if cfg.comet: cbs.append(CometCB(project=cfg.comet_project, name=run.name, path=run, config=config_to_dict(cfg)))
+    return cbs + training_callbacks(cfg)
+
+def training_callbacks(cfg: TrainConfig) -> list:
+    "The callbacks that change how the model trains (no files): DINO's teacher, precision, memory format, clipping, freezing, schedules."
+    cbs = []
     if cfg.task == "dino":
         cbs.append(DINOCB(momentum=cfg.dino_momentum))
         cbs.append(ScheduleCB("weight_decay", lambda epochs, iters_per_epoch: cosine_schedule(
@@ -238,9 +258,21 @@ def build_callbacks(cfg: TrainConfig, run: Path, data=None) -> list:
     if cfg.freeze_encoder_epochs: cbs.append(FreezeCB("encoder", epochs=cfg.freeze_encoder_epochs))
     sched = build_schedule(cfg)
     if sched is not None: cbs.append(ScheduleCB("lr", sched))
-    if cfg.patience is not None: cbs.append(EarlyStoppingCB(monitor, mode, cfg.patience))
-    if cfg.comet: cbs.append(CometCB(project=cfg.comet_project, name=run.name, path=run, config=config_to_dict(cfg)))
     return cbs
+
+def build_learner(cfg: TrainConfig, data, cbs=(), verbose: bool = True) -> Learner:
+    "The Learner for `cfg` over `data` (what `build_data` returns) with callbacks `cbs`; the encoder from `--init_encoder`."
+    dls, labelled, valid, vt = data
+    model = build_model(cfg, len(labelled.classes))
+    if cfg.init_encoder is not None and cfg.resume is None:
+        load_encoder(model.encoder, cfg.init_encoder, verbose=verbose and is_main_process())
+    mults = {"encoder": cfg.encoder_lr_mult} if cfg.encoder_lr_mult != 1 else None
+    sup = cfg.task == "supervised"
+    learn = Learner(model, dls, loss_func=SupervisedLoss(cfg.loss, label_smoothing=cfg.label_smoothing) if sup else None,
+                    opt_func=opt_func(cfg.optimizer, weight_decay=cfg.wd, lr_mults=mults), lr=cfg.lr,
+                    metrics=[accuracy] if sup else [], cbs=cbs, device=cfg.device)
+    learn.config = config_to_dict(cfg)
+    return learn
 
 def default_run_name(cfg: TrainConfig) -> str:
     "`<task>-<encoder>-<YYYYmmdd-HHMMSS>`."
@@ -259,16 +291,8 @@ def train(cfg: TrainConfig, argv=None) -> dict:
         run = make_run_dir(cfg.runs_dir, cfg.name, cfg, argv)
         if is_main_process():
             print(f"reprlab {reprlab.__version__}, git {git_sha() or '-'}, run dir {run}\n{format_config(cfg)}", flush=True)
-        dls, labelled, valid, vt = build_data(cfg)
-        model = build_model(cfg, len(labelled.classes))
-        if cfg.init_encoder is not None and cfg.resume is None:
-            load_encoder(model.encoder, cfg.init_encoder, verbose=is_main_process())
-        mults = {"encoder": cfg.encoder_lr_mult} if cfg.encoder_lr_mult != 1 else None
-        sup = cfg.task == "supervised"
-        learn = Learner(model, dls, loss_func=SupervisedLoss(cfg.loss, label_smoothing=cfg.label_smoothing) if sup else None,
-                        opt_func=opt_func(cfg.optimizer, weight_decay=cfg.wd, lr_mults=mults), lr=cfg.lr,
-                        metrics=[accuracy] if sup else [], cbs=build_callbacks(cfg, run, (labelled, valid, vt)), device=cfg.device)
-        learn.config = config_to_dict(cfg)
+        data = build_data(cfg)
+        learn = build_learner(cfg, data, build_callbacks(cfg, run, data[1:]))
         try: learn.fit(cfg.epochs, resume=cfg.resume)
         except KeyboardInterrupt:
             if is_main_process():

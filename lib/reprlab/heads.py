@@ -16,7 +16,7 @@ from torch.nn.utils.parametrizations import weight_norm
 
 from .checkpoint import register_model
 from .encoders import _act, create_encoder
-from .optim import param_groups
+from .optim import freeze_params, param_groups
 
 # %% auto #0
 __all__ = ['LinearHead', 'MLPHead', 'DotProductHead', 'SimilarityHead', 'simclr_projection', 'DINOHead', 'SmoothSoftmax',
@@ -117,12 +117,12 @@ class Classifier(nn.Module):
 
     def freeze(self, bn_eval: bool = True):
         "Freeze the encoder (no gradients, so no optimiser updates); its BatchNorm stays in eval mode if `bn_eval`."
-        self.encoder.requires_grad_(False); self.bn_eval = bn_eval
+        freeze_params(self.encoder.parameters()); self.bn_eval = bn_eval
         return self.train(self.training)
 
     def unfreeze(self):
         "Make the encoder trainable again."
-        self.encoder.requires_grad_(True); self.bn_eval = False
+        freeze_params(self.encoder.parameters(), False); self.bn_eval = False
         return self.train(self.training)
 
     def train(self, mode: bool = True):

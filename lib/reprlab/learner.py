@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from .core import default_device, get_world_size, to_device, tune_allocator
+from .optim import optimisable
 
 # %% auto #0
 __all__ = ['EVENTS', 'accuracy', 'CancelFitException', 'CancelEpochException', 'CancelTrainException', 'CancelValidateException',
@@ -255,7 +256,7 @@ class Learner:
     def create_opt(self):
         "Build the optimiser: `opt_func(model, lr)` when it has `takes_model = True` (parameter groups), else `opt_func(params, lr)`."
         if getattr(self.opt_func, "takes_model", False): self.opt = self.opt_func(self.model, lr=self.lr)
-        else: self.opt = self.opt_func([p for p in self.model.parameters() if p.requires_grad], lr=self.lr)
+        else: self.opt = self.opt_func([p for p in self.model.parameters() if optimisable(p)], lr=self.lr)
         return self.opt
 
     def fit(self, n_epochs: int, cbs=(), lr: float | None = None, reset_opt: bool = False, resume=None):

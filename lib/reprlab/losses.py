@@ -120,11 +120,13 @@ class MarginContrastiveLoss(nn.Module):
         return ((l * off).sum(1) / off.sum(1).clamp_min(1)).mean()   # per row, then the mean of the rows
 
 class PairwiseDistanceLoss(nn.Module):
-    "Mean squared error between the pairwise Euclidean distances of `z (B, d)` and `target (B, B)` (diagonal excluded)."
+    "MSE between the pairwise Euclidean distances of `z (B, d)` and `target (B, B)` (diagonal excluded); batched: `(G, B, d)`, `(G, B, B)`."
     def forward(self, z, target):
+        if z.ndim not in (2, 3) or target.shape != (*z.shape[:-1], z.shape[-2]):
+            raise ValueError(f"PairwiseDistanceLoss needs z (B, d) and target (B, B), or (G, B, d) and (G, B, B); got {tuple(z.shape)} and {tuple(target.shape)}")
         d = torch.cdist(z.float(), z.float())
-        off = ~torch.eye(len(z), dtype=torch.bool, device=z.device)
-        return F.mse_loss(d[off], target.float()[off])
+        off = ~torch.eye(z.shape[-2], dtype=torch.bool, device=z.device)
+        return F.mse_loss(d[..., off], target.float()[..., off])
 
 # %% ../../nbs/07_losses.ipynb #65444a51
 class DINOLoss(nn.Module):

@@ -18,7 +18,7 @@ from .checkpoint import _unwrap, register_model
 from .encoders import create_encoder
 from .heads import DINOHead, DotProductHead, LinearHead, simclr_projection
 from .learner import Callback
-from .losses import DINOLoss, NTXentLoss, SupConLoss
+from .losses import DINOLoss, NTXentLoss, PairwiseDistanceLoss, SupConLoss
 from .pretext import create_pretext
 
 # %% auto #0
@@ -151,23 +151,40 @@ def dino(encoder: str = "conv", encoder_kwargs: dict | None = None, **kw) -> DIN
 
 # %% ../../nbs/08_methods.ipynb #3898c243
 class Pretext(nn.Module):
-    "Encoder + head for a pretext task (`n_outputs`, `loss` in ce|bce|soft_ce|mse, `multi`); `forward(batch) -> dict(loss, logits)`."
+    "Encoder + head for a pretext task (`n_outputs`, `loss` in ce|bce|soft_ce|mse|pdist, `multi`); `forward(batch) -> dict(loss, logits)`."
     def __init__(self, encoder: nn.Module, n_outputs: int, loss: str = "ce", multi: bool = False, dim: int = 128):
         super().__init__()
-        if loss not in ("ce", "bce", "soft_ce", "mse"): raise ValueError(f"pretext loss must be ce, bce, soft_ce or mse, got {loss!r}")
+        if loss not in ("ce", "bce", "soft_ce", "mse", "pdist"): raise ValueError(f"pretext loss must be ce, bce, soft_ce, mse or pdist, got {loss!r}")
+        if loss == "pdist" and not multi: raise ValueError("the pdist pretext loss needs a multi-image task (mixup, scale)")
         self.encoder, self.loss_kind, self.multi = encoder, loss, multi
         self.head = DotProductHead(encoder.num_features, dim) if multi else LinearHead(encoder.num_features, n_outputs)
+
+    def _stack(self, x):
+        if x.ndim != 5: raise ValueError(f"a multi-image pretext task gives (B, n+1, C, H, W) inputs, got {tuple(x.shape)}")
+        return self.encoder(x.flatten(0, 1)).view(*x.shape[:2], -1)        # (B, n+1, d)
 
     def logits(self, x):
         "Task logits: `(B, n_outputs)`, or `(B, n)` scores of the last image against the others for multi-image tasks."
         if not self.multi: return self.head(self.encoder(x))
-        if x.ndim != 5: raise ValueError(f"a multi-image pretext task gives (B, n+1, C, H, W) inputs, got {tuple(x.shape)}")
-        b, k = x.shape[:2]
-        f = self.encoder(x.flatten(0, 1)).view(b, k, -1)
+        f = self._stack(x)
+        if self.loss_kind == "pdist":                                     # closer = higher score
+            z = self.head.proj(f).float()
+            return -(z[:, -1:] - z[:, :-1]).norm(dim=-1)
         return self.head(f[:, -1], f[:, :-1])
+
+    def _pdist_loss(self, x, w):
+        z = self.head.proj(self._stack(x))                                # (B, n+1, dim)
+        b, n = w.shape
+        v = torch.cat([torch.eye(n, device=w.device).expand(b, n, n), w.float()[:, None]], 1)   # sources e_j, then the mix
+        loss = PairwiseDistanceLoss()(z, torch.cdist(v, v))
+        zf = z.detach().float()
+        return loss, -(zf[:, -1:] - zf[:, :-1]).norm(dim=-1)
 
     def forward(self, batch) -> dict:
         if "target" not in batch: raise KeyError("a pretext batch needs 'target': put the task last in the loader's transform")
+        if self.loss_kind == "pdist":
+            loss, z = self._pdist_loss(batch["image"], batch["target"])
+            return dict(loss=loss, logits=z)
         z, y = self.logits(batch["image"]), batch["target"]
         if self.loss_kind == "ce": loss = F.cross_entropy(z.float(), y)
         elif self.loss_kind == "bce": loss = F.binary_cross_entropy_with_logits(z.float(), y.float())

@@ -13,9 +13,21 @@ import torch
 from torch import nn
 
 # %% auto #0
-__all__ = ['NORM_LAYERS', 'OPTIMIZERS', 'param_groups', 'LARS', 'create_optimizer', 'OptFunc', 'opt_func']
+__all__ = ['NORM_LAYERS', 'OPTIMIZERS', 'freeze_params', 'optimisable', 'param_groups', 'LARS', 'create_optimizer', 'OptFunc',
+           'opt_func']
 
 # %% ../../nbs/11_optim.ipynb #cb5d14d4
+def freeze_params(params, frozen: bool = True):
+    "Switch `requires_grad` off (or back on) for `params`, marking them frozen for a while: optimisers still hold them."
+    for p in params:
+        p.requires_grad_(not frozen)
+        if frozen: p._reprlab_frozen = True
+        elif hasattr(p, "_reprlab_frozen"): del p._reprlab_frozen
+
+def optimisable(p) -> bool:
+    "Whether an optimiser should hold `p`: trainable, or frozen for a while by `freeze_params`."
+    return p.requires_grad or getattr(p, "_reprlab_frozen", False)
+
 NORM_LAYERS = (nn.modules.batchnorm._BatchNorm, nn.modules.instancenorm._InstanceNorm, nn.LayerNorm, nn.GroupNorm,
                nn.LocalResponseNorm, nn.RMSNorm)
 
@@ -38,7 +50,7 @@ def param_groups(model: nn.Module, weight_decay: float, lr_mults: dict[str, floa
     skip = tuple(no_decay_names)
     groups: dict[tuple, dict] = {}
     for n, p in named:
-        if not p.requires_grad: continue
+        if not optimisable(p): continue
         prefix = max((k for k in lr_mults if _matches(n, k)), key=len, default=None)
         decay = not (no_decay_1d and (p.ndim <= 1 or id(p) in norm_ids)) and not any(_matches(n, s) or n.endswith("." + s) for s in skip)
         key = (prefix, decay)
@@ -110,7 +122,7 @@ def _groups(model_or_groups, weight_decay, lr_mults, no_decay_1d) -> list[dict]:
         if lr_mults: raise ValueError("lr_mults needs the model (parameter names), not ready-made groups: set 'lr_mult' in the groups")
         return [dict(g) for g in items]
     if lr_mults: raise ValueError("lr_mults needs the model (parameter names), got a list of parameters: pass the model")
-    params = [p for p in items if p.requires_grad]
+    params = [p for p in items if optimisable(p)]
     if not no_decay_1d: return [dict(params=params, name="decay", weight_decay=weight_decay, weight_decay_mult=1.0, lr_mult=1.0)]
     gs = [dict(params=[p for p in params if p.ndim > 1], name="decay", weight_decay=weight_decay, weight_decay_mult=1.0, lr_mult=1.0),
           dict(params=[p for p in params if p.ndim <= 1], name="no_decay", weight_decay=0.0, weight_decay_mult=0.0, lr_mult=1.0)]

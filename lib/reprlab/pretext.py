@@ -25,7 +25,7 @@ __all__ = ['LOSSES', 'PRETEXT', 'PretextTask', 'source_indices', 'RotationTask',
            'ScaleTask', 'list_pretext', 'create_pretext']
 
 # %% ../../nbs/04_pretext.ipynb #fc48055f
-LOSSES = ("ce", "bce", "soft_ce", "mse")
+LOSSES = ("ce", "bce", "soft_ce", "mse", "pdist")
 
 def _randint(hi: int, shape, gen) -> torch.Tensor:
     "CPU int64 draws in [0, hi) of `shape` (an int or a tuple) from `gen`."
@@ -303,8 +303,8 @@ def mix_weights(n: int, gen, a: float = 1.0, b: float = 1.0, dist=None) -> torch
     return p.clamp(_P_EPS, 1 - _P_EPS).float()
 
 def _check_target(target: str, loss: str | None) -> str:
-    "The loss for `target` ('weights': soft_ce (default) or mse; 'multihot': bce)."
-    ok = {"weights": ("soft_ce", "mse"), "multihot": ("bce",)}
+    "The loss for `target` ('weights': soft_ce (default), mse or pdist; 'multihot': bce)."
+    ok = {"weights": ("soft_ce", "mse", "pdist"), "multihot": ("bce",)}
     if target not in ok: raise ValueError(f"target must be 'weights' or 'multihot', got {target!r}")
     loss = ok[target][0] if loss is None else loss
     if loss not in ok[target]: raise ValueError(f"loss for target={target!r} must be one of {ok[target]}, got {loss!r}")
