@@ -72,24 +72,24 @@ def main():
             p = run([*common, *task, f"--seed={s}", f"--name={m}-{s}"], runs, a.threads)
             arm = p["arms"]["scratch" if m == "scratch" else "finetune"]
             knn = p["arms"].get("pretrain", {}).get("knn_accuracy")
-            print(f"seed {s} {m}: " + ", ".join(f"{k} {v['epochs']} epochs {v['train_time_s']:.0f} s" for k, v in p["arms"].items())
+            print(f"seed {s} {m}: " + ", ".join(f"{k} {v['epochs']} epochs {v['time_s']:.0f} s" for k, v in p["arms"].items())
                   + (f", kNN after pretraining {knn:.4f}" if knn is not None else "") + f", val accuracy {arm['accuracy']:.4f}", flush=True)
             return m, s, p
         with ThreadPoolExecutor(a.jobs) as ex: done = list(ex.map(one, jobs))
     res = {m: [p["arms"]["scratch" if m == "scratch" else "finetune"]["accuracy"] for mm, s, p in done if mm == m] for m in ["scratch", *methods]}
     knn = {m: [p["arms"]["pretrain"]["knn_accuracy"] for mm, s, p in done if mm == m] for m in methods}
-    secs = {m: [sum(v["train_time_s"] for v in p["arms"].values()) for mm, s, p in done if mm == m] for m in res}
+    secs = {m: [sum(v["time_s"] for v in p["arms"].values()) for mm, s, p in done if mm == m] for m in res}
     epochs = {m: [{k: v["epochs"] for k, v in p["arms"].items()} for mm, s, p in done if mm == m] for m in res}
     sd = lambda v: statistics.stdev(v) if len(v) > 1 else float("nan")
     rows = [dict(method=m, val_acc=f"{statistics.mean(v):.4f}", sd=f"{sd(v):.4f}", per_seed=[round(x, 4) for x in v],
                  knn=f"{statistics.mean(knn[m]):.4f}" if m in knn and None not in knn[m] else "-",
-                 train_s=round(statistics.mean(secs[m]), 1)) for m, v in res.items()]
-    print(table(rows, ["method", "val_acc", "sd", "per_seed", "knn", "train_s"]))
+                 seconds=round(statistics.mean(secs[m]), 1)) for m, v in res.items()]
+    print(table(rows, ["method", "val_acc", "sd", "per_seed", "knn", "seconds"]))
     full = [m for m in methods if m not in once] or methods
     best = max(full, key=lambda m: statistics.mean(res[m]))
     gain = (statistics.mean(res[best]) - statistics.mean(res["scratch"])) * 100
     claims = [claim(f"best SSL method ({best}) val accuracy - scratch, points", gain, ">= 5")]
-    write(a.results, dict(val_accuracy=res, knn_after_pretraining=knn, train_s=secs, epochs=epochs), claims,
+    write(a.results, dict(val_accuracy=res, knn_after_pretraining=knn, seconds=secs, epochs=epochs), claims,
           settings=dict(budget_s=a.budget_s, finetune_s=a.finetune_s, seeds=seeds, encoder=a.encoder, threads=a.threads,
                         jobs=a.jobs, extra=a.extra, first_seed_only=sorted(once)))
 

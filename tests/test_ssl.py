@@ -87,6 +87,6 @@ def test_imagewang_protocol_from_the_command_line(tiny, tmp_path):
     assert ft["task"] == "supervised" and ft["init_encoder"].endswith("iw/pretrain/checkpoints/last.pt")
     assert ft["freeze_encoder_epochs"] == 2 and ft["encoder_lr_mult"] == 0.3
     assert (run / "protocol.png").stat().st_size > 0 and (run / "config.json").exists()
-    bad = subprocess.run([sys.executable, str(train_py), "--protocol=imagewang", "--finetune_s=900", "--budget_s=60", "--quiet"],
+    bad = subprocess.run([sys.executable, str(train_py), "--protocol=imagewang", "--task=rotation", "--finetune_s=900", "--budget_s=60", "--quiet"],
                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
     assert bad.returncode == 1 and "--finetune_s" in bad.stderr

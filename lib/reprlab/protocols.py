@@ -8,13 +8,14 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import os
+import tempfile
 import time
 from pathlib import Path
 
-from .config import ConfigError, config_to_dict
+from .config import ConfigError
 from .core import is_main_process, seed_everything, set_threads
-from .experiments import (DataConfig, TrainConfig, build_data, build_learner, make_run_dir, train,
-                                 training_callbacks)
+from .experiments import DataConfig, TrainConfig, build_callbacks, build_data, build_learner, make_run_dir, train
 from .learner import CancelFitException, Callback
 from .viz import new_figure, save_figure
 
@@ -43,14 +44,16 @@ class EpochTimerCB(Callback):
         return self.elapsed / self.n
 
 def epoch_seconds(cfg: TrainConfig, seconds: float = 5.0, data=None) -> float:
-    "Seconds one epoch of `cfg` takes on this machine, from `seconds` of timed training in a throwaway Learner."
-    cfg = dataclasses.replace(cfg, init_encoder=None, resume=None, freeze_encoder_epochs=0, quiet=True)
+    "Seconds one epoch of `cfg` takes on this machine, from `seconds` of timed training in a throwaway Learner and run dir."
+    cfg = dataclasses.replace(cfg, init_encoder=None, resume=None, freeze_encoder_epochs=0, quiet=True, knn_every=0,
+                              comet=False, patience=None)
     set_threads(cfg.threads); seed_everything(cfg.seed)
     data = data if data is not None else build_data(cfg)
-    timer = EpochTimerCB(seconds)
-    learn = build_learner(cfg, data, [*training_callbacks(cfg), timer], verbose=False)
     n = len(data[0].train)
-    learn.fit(max(2, math.ceil(3 + timer.min_batches / n) + int(seconds * 50 / n) + 1))   # enough epochs to fill the window
+    timer = EpochTimerCB(seconds, warmup=max(3, min(n, 20)))             # short epochs: the whole first one is warm-up
+    with tempfile.TemporaryDirectory() as tmp:                            # logs and checkpoints cost time too
+        learn = build_learner(cfg, data, [*build_callbacks(cfg, Path(tmp), data[1:]), timer], verbose=False)
+        learn.fit(max(2, math.ceil((timer.warmup + timer.min_batches) / n) + int(seconds * 50 / n) + 1))   # fills the window
     return timer.per_batch * n
 
 def epochs_for_budget(cfg: TrainConfig, budget_s: float, seconds: float = 5.0, data=None) -> tuple[int, float]:
@@ -63,12 +66,15 @@ def epochs_for_budget(cfg: TrainConfig, budget_s: float, seconds: float = 5.0, d
 def protocol_configs(cfg: TrainConfig) -> dict[str, TrainConfig]:
     "The arms of `cfg.protocol` (epochs still to be set from the budget): name -> TrainConfig."
     if cfg.protocol != "imagewang": raise ConfigError(f"--protocol: unknown protocol {cfg.protocol!r} (known: imagewang)")
-    if not 0 < cfg.finetune_s < cfg.budget_s:
+    if cfg.budget_s <= 0: raise ConfigError(f"--budget_s must be > 0, got {cfg.budget_s}")
+    if cfg.task != "supervised" and not 0 < cfg.finetune_s < cfg.budget_s:
         raise ConfigError(f"--finetune_s must be > 0 and < --budget_s ({cfg.budget_s}), got {cfg.finetune_s}")
     if cfg.resume is not None or cfg.init_encoder is not None:
         raise ConfigError("--protocol runs its arms from the start: drop --resume / --init_encoder (resume an arm with its own run dir)")
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise ConfigError("--protocol runs in one process (each process would calibrate its own budget): run it without torchrun")
     if cfg.task == "supcon": raise ConfigError("--protocol=imagewang pretrains without labels; --task=supcon uses them")
-    base = dataclasses.replace(cfg, protocol="none", comet=cfg.comet)
+    base = dataclasses.replace(cfg, protocol="none")
     d0 = DataConfig()
     sup = dataclasses.replace(base, task="supervised", lr=cfg.ft_lr, data=dataclasses.replace(cfg.data, augment=d0.augment,
                               crop_scale=d0.crop_scale), monitor="accuracy", mode="max")
@@ -116,10 +122,12 @@ def run_protocol(cfg: TrainConfig, argv=None) -> dict:
     for arm, acfg in arms.items():
         n, per = epochs_for_budget(acfg, budgets[arm])
         acfg.epochs = n
+        if arm == "pretrain" and acfg.knn_every: acfg.knn_every = max(acfg.knn_every, math.ceil(n / 10))   # <= ~10 kNN passes
         if is_main_process() and not cfg.quiet: print(f"protocol: {arm}: {n} epochs of ~{per:.2f} s in {budgets[arm]:.0f} s", flush=True)
         s = train(acfg, argv)
         final = s.get("final", {})
-        out["arms"][arm] = dict(epochs=n, epoch_s_estimate=round(per, 4), budget_s=budgets[arm], train_time_s=s.get("train_time_s"),
+        used = sum(r.get("time", 0.0) for r in _epoch_log(Path(s["run_dir"])))   # epochs' seconds, validation included
+        out["arms"][arm] = dict(epochs=n, epoch_s_estimate=round(per, 4), budget_s=budgets[arm], time_s=round(used, 1),
                                 accuracy=final.get("accuracy"), knn_accuracy=final.get("knn_accuracy"), run_dir=s["run_dir"])
     a = out["arms"]
     if "finetune" in a and "scratch" in a and a["scratch"]["accuracy"] is not None:
@@ -130,7 +138,7 @@ def run_protocol(cfg: TrainConfig, argv=None) -> dict:
         if not cfg.quiet:
             for k, v in a.items():
                 acc = v["accuracy"] if v["accuracy"] is not None else v["knn_accuracy"]
-                print(f"protocol: {k:9s} {v['epochs']:5d} epochs {v['train_time_s'] or 0:7.1f} s  "
+                print(f"protocol: {k:9s} {v['epochs']:5d} epochs {v['time_s']:7.1f} s  "
                       f"{'val' if v['accuracy'] is not None else 'kNN'} accuracy {acc:.4f}")
             if "gain_points" in out: print(f"protocol: pretraining gains {out['gain_points']:+.2f} points over scratch")
     out["run_dir"] = str(root)
