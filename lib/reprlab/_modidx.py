@@ -486,6 +486,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                  'reprlab.methods.DINOCB.before_fit': ('methods.html#dinocb.before_fit', 'reprlab/methods.py'),
                                  'reprlab.methods.Pretext': ('methods.html#pretext', 'reprlab/methods.py'),
                                  'reprlab.methods.Pretext.__init__': ('methods.html#pretext.__init__', 'reprlab/methods.py'),
+                                 'reprlab.methods.Pretext._closeness': ('methods.html#pretext._closeness', 'reprlab/methods.py'),
                                  'reprlab.methods.Pretext._pdist_loss': ('methods.html#pretext._pdist_loss', 'reprlab/methods.py'),
                                  'reprlab.methods.Pretext._stack': ('methods.html#pretext._stack', 'reprlab/methods.py'),
                                  'reprlab.methods.Pretext.forward': ('methods.html#pretext.forward', 'reprlab/methods.py'),

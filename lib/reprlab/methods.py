@@ -19,7 +19,7 @@ from .encoders import create_encoder
 from .heads import DINOHead, DotProductHead, LinearHead, simclr_projection
 from .learner import Callback
 from .losses import DINOLoss, NTXentLoss, PairwiseDistanceLoss, SupConLoss
-from .pretext import create_pretext
+from .pretext import LOSSES, create_pretext
 
 # %% auto #0
 __all__ = ['SimCLR', 'SupCon', 'DINO', 'teacher_momentum', 'DINOCB', 'simclr', 'supcon', 'dino', 'Pretext', 'pretext']
@@ -154,7 +154,7 @@ class Pretext(nn.Module):
     "Encoder + head for a pretext task (`n_outputs`, `loss` in ce|bce|soft_ce|mse|pdist, `multi`); `forward(batch) -> dict(loss, logits)`."
     def __init__(self, encoder: nn.Module, n_outputs: int, loss: str = "ce", multi: bool = False, dim: int = 128):
         super().__init__()
-        if loss not in ("ce", "bce", "soft_ce", "mse", "pdist"): raise ValueError(f"pretext loss must be ce, bce, soft_ce, mse or pdist, got {loss!r}")
+        if loss not in LOSSES: raise ValueError(f"pretext loss must be one of {', '.join(LOSSES)}, got {loss!r}")
         if loss == "pdist" and not multi: raise ValueError("the pdist pretext loss needs a multi-image task (mixup, scale)")
         self.encoder, self.loss_kind, self.multi = encoder, loss, multi
         self.head = DotProductHead(encoder.num_features, dim) if multi else LinearHead(encoder.num_features, n_outputs)
@@ -167,18 +167,19 @@ class Pretext(nn.Module):
         "Task logits: `(B, n_outputs)`, or `(B, n)` scores of the last image against the others for multi-image tasks."
         if not self.multi: return self.head(self.encoder(x))
         f = self._stack(x)
-        if self.loss_kind == "pdist":                                     # closer = higher score
-            z = self.head.proj(f).float()
-            return -(z[:, -1:] - z[:, :-1]).norm(dim=-1)
+        if self.loss_kind == "pdist": return self._closeness(self.head.proj(f))
         return self.head(f[:, -1], f[:, :-1])
+
+    @staticmethod
+    def _closeness(z):                                                    # pdist scores: closer to the mix = higher
+        z = z.float()
+        return -(z[:, -1:] - z[:, :-1]).norm(dim=-1)
 
     def _pdist_loss(self, x, w):
         z = self.head.proj(self._stack(x))                                # (B, n+1, dim)
         b, n = w.shape
         v = torch.cat([torch.eye(n, device=w.device).expand(b, n, n), w.float()[:, None]], 1)   # sources e_j, then the mix
-        loss = PairwiseDistanceLoss()(z, torch.cdist(v, v))
-        zf = z.detach().float()
-        return loss, -(zf[:, -1:] - zf[:, :-1]).norm(dim=-1)
+        return PairwiseDistanceLoss()(z, torch.cdist(v, v)), self._closeness(z.detach())
 
     def forward(self, batch) -> dict:
         if "target" not in batch: raise KeyError("a pretext batch needs 'target': put the task last in the loader's transform")

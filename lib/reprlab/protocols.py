@@ -15,7 +15,8 @@ from pathlib import Path
 
 from .config import ConfigError
 from .core import is_main_process, seed_everything, set_threads
-from .experiments import DataConfig, TrainConfig, build_callbacks, build_data, build_learner, make_run_dir, train
+from .experiments import (DataConfig, TrainConfig, build_callbacks, build_data, build_learner, default_run_name,
+                                 make_run_dir, train)
 from .learner import CancelFitException, Callback
 from .viz import new_figure, save_figure
 
@@ -112,7 +113,6 @@ def plot_protocol(runs: dict[str, Path], path) -> Path:
 
 def run_protocol(cfg: TrainConfig, argv=None) -> dict:
     "Run every arm of `cfg.protocol` with its budget; write `protocol.json` and `protocol.png` in `runs/<name>/`."
-    from reprlab.experiments import default_run_name
     cfg.name = cfg.name or default_run_name(cfg)
     arms = protocol_configs(cfg)
     root = make_run_dir(cfg.runs_dir, cfg.name, cfg, argv)
@@ -133,7 +133,7 @@ def run_protocol(cfg: TrainConfig, argv=None) -> dict:
     if "finetune" in a and "scratch" in a and a["scratch"]["accuracy"] is not None:
         out["gain_points"] = round(100 * (a["finetune"]["accuracy"] - a["scratch"]["accuracy"]), 2)
     if is_main_process():
-        (root / "protocol.json").write_text(json.dumps(out, indent=1) + "\n")
+        tmp = root / ".protocol.json.tmp"; tmp.write_text(json.dumps(out, indent=1) + "\n"); tmp.replace(root / "protocol.json")
         plot_protocol({k: Path(v["run_dir"]) for k, v in a.items()}, root / "protocol.png")
         if not cfg.quiet:
             for k, v in a.items():
