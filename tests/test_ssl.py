@@ -66,6 +66,21 @@ def test_pretext_loss_needs_a_multi_image_task():
     with pytest.raises(ConfigError, match="--pretext_loss"): pretext_kwargs(TrainConfig(task="rotation", pretext_loss="pdist"))
 
 
+def test_pretrain_size_sets_the_views(tiny, monkeypatch):
+    from reprlab.config import ConfigError
+    from reprlab.experiments import build_data
+    root, reg = tiny
+    monkeypatch.setenv("REPRLAB_DATASETS", str(reg)); monkeypatch.setenv("REPRLAB_CACHE", str(root / "cache"))
+    data = lambda task, ps: DataConfig(dataset="tiny", size=16, batch_size=8, num_workers=0, pretrain_size=ps)
+    for task, ps in (("simclr", 8), ("simclr", 0), ("rotation", 12)):
+        dls, train_set, valid, _ = build_data(TrainConfig(task=task, data=data(task, ps)))
+        b = next(iter(dls.train))
+        views = b["image"] if isinstance(b["image"], list) else [b["image"]]
+        assert all(v.shape[-2:] == (ps or 16, ps or 16) for v in views), (task, [v.shape for v in views])
+        assert valid[0]["image"].shape[-1] == 16                                 # kNN / fine-tuning stay at --data.size
+    with pytest.raises(ConfigError, match="pretrain_size"): build_data(TrainConfig(task="simclr", data=data("simclr", 32)))
+
+
 def test_imagewang_protocol_from_the_command_line(tiny, tmp_path):
     import os, subprocess, sys
     from pathlib import Path
@@ -90,3 +105,35 @@ def test_imagewang_protocol_from_the_command_line(tiny, tmp_path):
     bad = subprocess.run([sys.executable, str(train_py), "--protocol=imagewang", "--task=rotation", "--finetune_s=900", "--budget_s=60", "--quiet"],
                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
     assert bad.returncode == 1 and "--finetune_s" in bad.stderr
+
+
+def test_interrupted_protocol_resumes_exactly(tiny, tmp_path, monkeypatch):
+    "Ctrl-C in the fine-tuning arm, then `--resume=runs/<name>`: same weights and accuracy as an uninterrupted protocol."
+    import dataclasses
+    import reprlab.experiments as E
+    import reprlab.protocols as P
+    from reprlab.learner import Callback
+    root, reg = tiny
+    monkeypatch.setenv("REPRLAB_DATASETS", str(reg)); monkeypatch.setenv("REPRLAB_CACHE", str(root / "cache"))
+    monkeypatch.setattr(P, "epochs_for_budget", lambda cfg, budget, **kw: (3, 0.1))   # epochs free of timing noise
+    base = TrainConfig(protocol="imagewang", task="rotation", runs_dir=tmp_path, quiet=True, threads=1, budget_s=4, finetune_s=2,
+                       knn_k=3, data=DataConfig(dataset="tiny", size=16, batch_size=8, num_workers=0))
+    ref = P.run_protocol(dataclasses.replace(base, name="ref"), argv=["test"])
+
+    class CtrlC(Callback):
+        order = 1000                                   # after the checkpoint of the epoch
+        def after_epoch(self, learn):
+            if learn.epoch == 1: raise KeyboardInterrupt
+    real = E.build_callbacks
+    monkeypatch.setattr(E, "build_callbacks", lambda cfg, run, data=None: real(cfg, run, data) + ([CtrlC()] if cfg.name.endswith("/finetune") else []))
+    with pytest.raises(KeyboardInterrupt): P.run_protocol(dataclasses.replace(base, name="int"), argv=["test"])
+    assert not (tmp_path / "int" / "scratch").exists() and (tmp_path / "int" / "finetune" / "checkpoints" / "last.pt").exists()
+    monkeypatch.setattr(E, "build_callbacks", real)
+    res = P.run_protocol(dataclasses.replace(base, name="", scratch=False, resume=tmp_path / "int"), argv=["test"])
+    assert res["run_dir"] == str(tmp_path / "int") and sorted(res["arms"]) == ["finetune", "pretrain", "scratch"]   # the saved config wins
+    for arm in ("pretrain", "finetune", "scratch"):
+        assert res["arms"][arm]["epochs"] == 3 and res["arms"][arm]["accuracy"] == ref["arms"][arm]["accuracy"], arm
+        a, b = (load_checkpoint(tmp_path / n / arm / "checkpoints" / "last.pt")["model"] for n in ("ref", "int"))
+        assert all(torch.equal(a[k], b[k]) for k in a), arm
+    starts = [l for l in (tmp_path / "int" / "pretrain" / "log.jsonl").read_text().splitlines() if '"start"' in l]
+    assert len(starts) == 1                                                    # the finished arm was not trained again

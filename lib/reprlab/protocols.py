@@ -9,11 +9,12 @@ import dataclasses
 import json
 import math
 import os
+import sys
 import tempfile
 import time
 from pathlib import Path
 
-from .config import ConfigError
+from .config import ConfigError, load_config
 from .core import is_main_process, seed_everything, set_threads
 from .experiments import (DataConfig, TrainConfig, build_callbacks, build_data, build_learner, default_run_name,
                                  make_run_dir, train)
@@ -71,7 +72,7 @@ def protocol_configs(cfg: TrainConfig) -> dict[str, TrainConfig]:
     if cfg.task != "supervised" and not 0 < cfg.finetune_s < cfg.budget_s:
         raise ConfigError(f"--finetune_s must be > 0 and < --budget_s ({cfg.budget_s}), got {cfg.finetune_s}")
     if cfg.resume is not None or cfg.init_encoder is not None:
-        raise ConfigError("--protocol runs its arms from the start: drop --resume / --init_encoder (resume an arm with its own run dir)")
+        raise ConfigError("--protocol runs its arms from the start: drop --init_encoder; --resume takes the protocol's run dir (runs/<name>)")
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
         raise ConfigError("--protocol runs in one process (each process would calibrate its own budget): run it without torchrun")
     if cfg.task == "supcon": raise ConfigError("--protocol=imagewang pretrains without labels; --task=supcon uses them")
@@ -90,9 +91,11 @@ def protocol_configs(cfg: TrainConfig) -> dict[str, TrainConfig]:
 
 # %% ../../nbs/22_protocols.ipynb #f77d00b8
 def _epoch_log(run: Path) -> list[dict]:
+    "The epoch rows of a run's log.jsonl in epoch order; an epoch logged again after a resume counts once (the last)."
     f = Path(run) / "log.jsonl"
     if not f.exists(): return []
-    return [r for r in map(json.loads, f.read_text().splitlines()) if r.get("event") == "epoch"]
+    rows = {r["epoch"]: r for r in map(json.loads, f.read_text().splitlines()) if r.get("event") == "epoch"}
+    return [rows[k] for k in sorted(rows)]
 
 def plot_protocol(runs: dict[str, Path], path) -> Path:
     "Accuracy against cumulative training seconds: scratch, pretraining (kNN accuracy) then fine-tuning; saved as PNG."
@@ -111,24 +114,58 @@ def plot_protocol(runs: dict[str, Path], path) -> Path:
     if ax.lines: ax.legend(fontsize=8)
     return save_figure(fig, path)
 
+def _arm_state(run: Path) -> str:
+    "'done' if the arm's run finished (summary.json), 'partial' if it has a checkpoint to resume from, else 'new'."
+    f = run / "summary.json"
+    if f.exists() and json.loads(f.read_text()).get("status") in ("completed", "cancelled"): return "done"
+    return "partial" if (run / "checkpoints" / "last.pt").exists() else "new"
+
+def _resumed(cfg: TrainConfig) -> TrainConfig | None:
+    "With `--resume=runs/<name>` (a protocol's run dir): the protocol's saved config, pointed at that dir; else None."
+    if cfg.resume is None: return None
+    root = Path(cfg.resume)
+    if not (root / "config.json").exists():
+        raise ConfigError(f"--resume with --protocol takes the protocol's run dir (runs/<name>, with config.json): {root} has none")
+    saved = load_config(TrainConfig, root / "config.json")
+    if saved.protocol == "none": raise ConfigError(f"--resume: {root} is a single run, not a protocol's run dir; resume it without --protocol")
+    return dataclasses.replace(saved, runs_dir=root.parent, name=root.name, resume=None, quiet=cfg.quiet)
+
 def run_protocol(cfg: TrainConfig, argv=None) -> dict:
     "Run every arm of `cfg.protocol` with its budget; write `protocol.json` and `protocol.png` in `runs/<name>/`."
+    saved = _resumed(cfg)
+    resuming, cfg = saved is not None, saved or cfg
     cfg.name = cfg.name or default_run_name(cfg)
     arms = protocol_configs(cfg)
-    root = make_run_dir(cfg.runs_dir, cfg.name, cfg, argv)
+    root = Path(cfg.runs_dir) / cfg.name if resuming else make_run_dir(cfg.runs_dir, cfg.name, cfg, argv)   # keeps cmd.txt
     budgets = {"pretrain": cfg.budget_s - cfg.finetune_s, "finetune": cfg.finetune_s, "scratch": cfg.budget_s}
     out = dict(protocol=cfg.protocol, task=cfg.task, encoder=cfg.encoder, seed=cfg.seed, budget_s=cfg.budget_s,
                finetune_s=cfg.finetune_s, arms={})
     for arm, acfg in arms.items():
-        n, per = epochs_for_budget(acfg, budgets[arm])
-        acfg.epochs = n
-        if arm == "pretrain" and acfg.knn_every: acfg.knn_every = max(acfg.knn_every, math.ceil(n / 10))   # <= ~10 kNN passes
-        if is_main_process() and not cfg.quiet: print(f"protocol: {arm}: {n} epochs of ~{per:.2f} s in {budgets[arm]:.0f} s", flush=True)
-        s = train(acfg, argv)
-        final = s.get("final", {})
-        used = sum(r.get("time", 0.0) for r in _epoch_log(Path(s["run_dir"])))   # epochs' seconds, validation included
-        out["arms"][arm] = dict(epochs=n, epoch_s_estimate=round(per, 4), budget_s=budgets[arm], time_s=round(used, 1),
-                                accuracy=final.get("accuracy"), knn_accuracy=final.get("knn_accuracy"), run_dir=s["run_dir"])
+        run = Path(cfg.runs_dir) / acfg.name
+        state = _arm_state(run) if resuming else "new"
+        if state == "new":
+            n, per = epochs_for_budget(acfg, budgets[arm])
+            acfg.epochs = n
+            if arm == "pretrain" and acfg.knn_every: acfg.knn_every = max(acfg.knn_every, math.ceil(n / 10))   # <= ~10 kNN passes
+        else:                                              # the arm's own config: its calibrated epochs, exactly
+            acfg = dataclasses.replace(load_config(TrainConfig, run / "config.json"),
+                                       resume=run / "checkpoints" / "last.pt" if state == "partial" else None)
+            n, per = acfg.epochs, float("nan")
+        if is_main_process() and not cfg.quiet:
+            print(f"protocol: {arm}: " + (f"{n} epochs of ~{per:.2f} s in {budgets[arm]:.0f} s" if state == "new" else
+                  f"finished earlier ({n} epochs)" if state == "done" else f"resuming {acfg.resume} ({n} epochs)"), flush=True)
+        try: s = train(acfg, argv) if state != "done" else dict(run_dir=str(run))
+        except KeyboardInterrupt:
+            if is_main_process():
+                print(f"protocol interrupted; resume every arm with: {Path(sys.executable).name} bin/s01-train.py "
+                      f"--protocol={cfg.protocol} --resume={root}", file=sys.stderr, flush=True)
+            raise
+        rows = _epoch_log(Path(s["run_dir"]))
+        final = rows[-1] if rows else {}
+        used = sum(r.get("time", 0.0) for r in rows)   # epochs' seconds, validation included
+        out["arms"][arm] = dict(epochs=n, epoch_s_estimate=None if math.isnan(per) else round(per, 4), budget_s=budgets[arm],
+                                time_s=round(used, 1), accuracy=final.get("accuracy"), knn_accuracy=final.get("knn_accuracy"),
+                                run_dir=s["run_dir"])
     a = out["arms"]
     if "finetune" in a and "scratch" in a and a["scratch"]["accuracy"] is not None:
         out["gain_points"] = round(100 * (a["finetune"]["accuracy"] - a["scratch"]["accuracy"]), 2)
