@@ -145,7 +145,7 @@ class TrainConfig:
     patch_size: int = opt(8, "patchwork: patch side in pixels")
     protocol: Literal["none", "imagewang"] = opt("none", "imagewang: pretrain --task on the pretrain splits, fine-tune on the labels, and train from scratch, at the same CPU budget")
     budget_s: float = opt(780.0, "protocol: seconds of training per arm (pretraining + fine-tuning, or scratch)")
-    finetune_s: float = opt(180.0, "protocol: seconds of the budget spent fine-tuning")
+    finetune_s: float = opt(60.0, "protocol: seconds of the budget spent fine-tuning (short fine-tuning keeps more of the pretraining)")
     scratch: bool = opt(True, "protocol: also train the scratch arm (supervised from random weights, whole budget)")
     ft_lr: float = opt(5e-3, "protocol: learning rate of fine-tuning and of the scratch arm")
     ft_encoder_lr_mult: float = opt(0.3, "protocol: encoder learning rate x this while fine-tuning")
