@@ -34,6 +34,16 @@ def test_torchrun_two_processes_match_single_process(tmp_path):
     np.testing.assert_allclose(two["weights"], one["weights"], rtol=1e-4, atol=1e-6)
 
 
+def test_ntxent_gathers_negatives_across_processes(tmp_path):
+    torchrun = Path(sys.executable).with_name("torchrun")
+    _run([str(torchrun), "--standalone", "--nproc_per_node=2", str(SCRIPT.with_name("ddp_ntxent.py")), str(tmp_path / "nt.json")], tmp_path)
+    r = json.loads((tmp_path / "nt.json").read_text())
+    assert r["world"] == 2
+    np.testing.assert_allclose(r["ddp"], r["full"], rtol=1e-5)       # mean over ranks == loss of the whole batch
+    assert abs(r["local"] - r["full"]) > 1e-3                        # (one rank's rows alone differ: the test can fail)
+    assert r["grad_err"] < 1e-5                                      # gradients reach the rank that made the rows
+
+
 def test_single_process_helpers_are_identity():
     assert init_distributed() == (0, 1)
     t = torch.arange(6.).view(3, 2)

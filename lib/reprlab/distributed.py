@@ -16,8 +16,8 @@ from .core import get_rank, get_world_size
 from .learner import Callback
 
 # %% auto #0
-__all__ = ['init_distributed', 'cleanup_distributed', 'is_distributed', 'all_reduce_sum', 'all_gather_cat', 'gather_by_index',
-           'DDPCB']
+__all__ = ['init_distributed', 'cleanup_distributed', 'is_distributed', 'all_reduce_sum', 'all_gather_cat', 'all_gather_grad',
+           'gather_by_index', 'DDPCB']
 
 # %% ../../nbs/13_distributed.ipynb #a20dae7d
 def init_distributed(backend: str | None = None) -> tuple[int, int]:
@@ -58,6 +58,23 @@ def all_gather_cat(t: torch.Tensor) -> torch.Tensor:
     out = [torch.empty((m, *t.shape[1:]), dtype=t.dtype, device=t.device) for _ in sizes]
     dist.all_gather(out, torch.cat([t, pad]))
     return torch.cat([o[: int(s.item())] for o, s in zip(out, sizes)])
+
+class _GatherWithGrad(torch.autograd.Function):
+    "all_gather whose backward sums every rank's gradient of the gathered tensor and returns this rank's slice."
+    @staticmethod
+    def forward(ctx, t):
+        out = [torch.empty_like(t) for _ in range(dist.get_world_size())]
+        dist.all_gather(out, t.contiguous())
+        return torch.cat(out)
+    @staticmethod
+    def backward(ctx, g):
+        g = g.contiguous().clone(); dist.all_reduce(g, op=dist.ReduceOp.SUM)   # every rank's loss saw every slice
+        n = g.shape[0] // dist.get_world_size()
+        return g[dist.get_rank() * n:(dist.get_rank() + 1) * n]
+
+def all_gather_grad(t: torch.Tensor) -> torch.Tensor:
+    "`t` (the same shape on every rank) from all ranks along dim 0 in rank order, differentiable: contrastive negatives."
+    return _GatherWithGrad.apply(t) if is_distributed() else t
 
 def gather_by_index(values: torch.Tensor, indices: torch.Tensor, n: int | None = None) -> torch.Tensor:
     "Rows of `values` from all ranks placed at their dataset `indices` (duplicates from padding dropped): `(n, ...)`."

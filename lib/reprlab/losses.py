@@ -11,6 +11,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .core import get_rank
+from .distributed import all_gather_grad
+
 # %% auto #0
 __all__ = ['FocalLoss', 'SupervisedLoss', 'NTXentLoss', 'SupConLoss', 'MarginContrastiveLoss', 'PairwiseDistanceLoss', 'DINOLoss']
 
@@ -69,17 +72,20 @@ def _check_temperature(t):
     return float(t)
 
 class NTXentLoss(nn.Module):
-    "NT-Xent / InfoNCE of SimCLR (Chen et al. 2020): `forward(z0 (B, d), z1 (B, d)) -> scalar`."
-    def __init__(self, temperature: float = 0.2):
-        super().__init__(); self.t = _check_temperature(temperature)
+    "NT-Xent / InfoNCE of SimCLR (Chen et al. 2020): `forward(z0 (B, d), z1 (B, d)) -> scalar`; negatives from all ranks."
+    def __init__(self, temperature: float = 0.2, gather: bool = True):
+        super().__init__(); self.t, self.gather = _check_temperature(temperature), gather
 
     def forward(self, z0, z1):
         if z0.shape != z1.shape or z0.ndim != 2: raise ValueError(f"NT-Xent needs two (B, d) tensors, got {tuple(z0.shape)} and {tuple(z1.shape)}")
         z = F.normalize(torch.cat([z0, z1]).float(), dim=1)
         n = len(z0)
-        sim = (z @ z.T / self.t).fill_diagonal_(float("-inf"))
-        target = torch.cat([torch.arange(n, 2 * n), torch.arange(n)]).to(z.device)
-        return F.cross_entropy(sim, target)
+        zs = all_gather_grad(z) if self.gather else z              # under torchrun: every rank's rows as negatives
+        off = get_rank() * 2 * n if zs is not z else 0              # this rank's rows among them (equal batches per rank)
+        sim = z @ zs.T / self.t
+        i = torch.arange(2 * n, device=z.device)
+        sim[i, off + i] = float("-inf")                             # not itself
+        return F.cross_entropy(sim, off + torch.cat([i[n:], i[:n]]))
 
 class SupConLoss(nn.Module):
     "Supervised contrastive loss (Khosla et al. 2020, L_out): `forward(z (B, V, d), labels (B,)) -> scalar`."

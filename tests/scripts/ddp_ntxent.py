@@ -1,0 +1,31 @@
+"""Under torchrun: NT-Xent over each rank's slice of a global batch (negatives gathered from every rank) gives the
+single-process loss and gradients of the whole batch. Rank 0 writes the comparison to OUT.json.
+
+    torchrun --nproc_per_node=2 tests/scripts/ddp_ntxent.py OUT.json
+"""
+import json
+import sys
+
+import torch
+
+from reprlab.core import get_rank, get_world_size
+from reprlab.distributed import all_reduce_sum, cleanup_distributed, init_distributed
+from reprlab.losses import NTXentLoss
+
+torch.set_num_threads(1)
+init_distributed()
+rank, world = get_rank(), get_world_size()
+g = torch.Generator().manual_seed(0)
+z0, z1 = (torch.randn(8, 5, generator=g).requires_grad_() for _ in range(2))         # the global batch, on every rank
+full = NTXentLoss(0.3, gather=False)(z0, z1)
+gf0, gf1 = torch.autograd.grad(full, (z0, z1))
+b = len(z0) // world
+mine = slice(rank * b, (rank + 1) * b)
+local = NTXentLoss(0.3)(z0[mine], z1[mine])                                           # this rank's rows only
+gl0, gl1 = torch.autograd.grad(local, (z0, z1))
+loss = all_reduce_sum(local.detach()) / world                                         # what DDP optimises: the mean
+g0, g1 = all_reduce_sum(gl0) / world, all_reduce_sum(gl1) / world                    # DDP averages gradients
+if rank == 0:
+    json.dump(dict(world=world, full=full.item(), ddp=loss.item(), local=local.item(),
+                   grad_err=max((g0 - gf0).abs().max().item(), (g1 - gf1).abs().max().item())), open(sys.argv[1], "w"))
+cleanup_distributed()
