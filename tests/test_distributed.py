@@ -34,7 +34,7 @@ def test_torchrun_two_processes_match_single_process(tmp_path):
     np.testing.assert_allclose(two["weights"], one["weights"], rtol=1e-4, atol=1e-6)
 
 
-def test_ntxent_gathers_negatives_across_processes(tmp_path):
+def test_contrastive_losses_gather_across_processes(tmp_path):
     torchrun = Path(sys.executable).with_name("torchrun")
     _run([str(torchrun), "--standalone", "--nproc_per_node=2", str(SCRIPT.with_name("ddp_ntxent.py")), str(tmp_path / "nt.json")], tmp_path)
     r = json.loads((tmp_path / "nt.json").read_text())
@@ -42,6 +42,8 @@ def test_ntxent_gathers_negatives_across_processes(tmp_path):
     np.testing.assert_allclose(r["ddp"], r["full"], rtol=1e-5)       # mean over ranks == loss of the whole batch
     assert abs(r["local"] - r["full"]) > 1e-3                        # (one rank's rows alone differ: the test can fail)
     assert r["grad_err"] < 1e-5                                      # gradients reach the rank that made the rows
+    np.testing.assert_allclose(r["supcon_ddp"], r["supcon_full"], rtol=1e-5)   # SupCon: positives from other ranks too
+    assert abs(r["supcon_local"] - r["supcon_full"]) > 1e-3 and r["supcon_grad_err"] < 1e-5
 
 
 def test_single_process_helpers_are_identity():

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .core import get_rank
-from .distributed import all_gather_grad
+from .distributed import all_gather_cat, all_gather_grad
 
 # %% auto #0
 __all__ = ['FocalLoss', 'SupervisedLoss', 'NTXentLoss', 'SupConLoss', 'MarginContrastiveLoss', 'PairwiseDistanceLoss', 'DINOLoss']
@@ -88,17 +88,22 @@ class NTXentLoss(nn.Module):
         return F.cross_entropy(sim, off + torch.cat([i[n:], i[:n]]))
 
 class SupConLoss(nn.Module):
-    "Supervised contrastive loss (Khosla et al. 2020, L_out): `forward(z (B, V, d), labels (B,)) -> scalar`."
-    def __init__(self, temperature: float = 0.1):
-        super().__init__(); self.t = _check_temperature(temperature)
+    "Supervised contrastive loss (Khosla et al. 2020, L_out): `forward(z (B, V, d), labels (B,)) -> scalar`; all ranks' rows."
+    def __init__(self, temperature: float = 0.1, gather: bool = True):
+        super().__init__(); self.t, self.gather = _check_temperature(temperature), gather
 
     def forward(self, z, labels):
         if z.ndim != 3: raise ValueError(f"SupCon needs views (B, V, d), got {tuple(z.shape)}")
         b, v, _ = z.shape
         f = F.normalize(z.float(), dim=2).transpose(0, 1).reshape(b * v, -1)     # view-major: row = view * B + i
         y = labels.repeat(v)
-        logits = (f @ f.T / self.t).fill_diagonal_(float("-inf"))
-        pos = (y[:, None] == y[None, :]).fill_diagonal_(False)
+        fs = all_gather_grad(f) if self.gather else f                             # under torchrun: every rank's rows
+        ys, off = (all_gather_cat(y), get_rank() * b * v) if fs is not f else (y, 0)
+        i = torch.arange(b * v, device=f.device)
+        logits = f @ fs.T / self.t
+        logits[i, off + i] = float("-inf")
+        pos = y[:, None] == ys[None, :]
+        pos[i, off + i] = False
         logp = logits.log_softmax(1).masked_fill(~pos, 0.0)
         return -(logp.sum(1) / pos.sum(1).clamp_min(1)).mean()
 

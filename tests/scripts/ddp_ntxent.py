@@ -1,4 +1,4 @@
-"""Under torchrun: NT-Xent over each rank's slice of a global batch (negatives gathered from every rank) gives the
+"""Under torchrun: NT-Xent (and SupCon) over each rank's slice of a global batch (negatives gathered from every rank) gives the
 single-process loss and gradients of the whole batch. Rank 0 writes the comparison to OUT.json.
 
     torchrun --nproc_per_node=2 tests/scripts/ddp_ntxent.py OUT.json
@@ -10,7 +10,7 @@ import torch
 
 from reprlab.core import get_rank, get_world_size
 from reprlab.distributed import all_reduce_sum, cleanup_distributed, init_distributed
-from reprlab.losses import NTXentLoss
+from reprlab.losses import NTXentLoss, SupConLoss
 
 torch.set_num_threads(1)
 init_distributed()
@@ -25,7 +25,15 @@ local = NTXentLoss(0.3)(z0[mine], z1[mine])                                     
 gl0, gl1 = torch.autograd.grad(local, (z0, z1))
 loss = all_reduce_sum(local.detach()) / world                                         # what DDP optimises: the mean
 g0, g1 = all_reduce_sum(gl0) / world, all_reduce_sum(gl1) / world                    # DDP averages gradients
+zs, y = torch.randn(8, 2, 5, generator=g).requires_grad_(), torch.randint(0, 3, (8,), generator=g)
+sfull = SupConLoss(0.3, gather=False)(zs, y)
+(gsf,) = torch.autograd.grad(sfull, zs)
+slocal = SupConLoss(0.3)(zs[mine], y[mine])
+(gsl,) = torch.autograd.grad(slocal, zs)
+sloss, gs = all_reduce_sum(slocal.detach()) / world, all_reduce_sum(gsl) / world
 if rank == 0:
     json.dump(dict(world=world, full=full.item(), ddp=loss.item(), local=local.item(),
-                   grad_err=max((g0 - gf0).abs().max().item(), (g1 - gf1).abs().max().item())), open(sys.argv[1], "w"))
+                   grad_err=max((g0 - gf0).abs().max().item(), (g1 - gf1).abs().max().item()),
+                   supcon_full=sfull.item(), supcon_ddp=sloss.item(), supcon_local=slocal.item(),
+                   supcon_grad_err=(gs - gsf).abs().max().item()), open(sys.argv[1], "w"))
 cleanup_distributed()
