@@ -84,7 +84,7 @@ def run_reprlab(a, fast: bool = True) -> dict:
         def before_epoch(self, learn): self.stamps.append(time.perf_counter())
         def before_batch(self, learn):
             if learn.training: cosine_lr(learn.opt, lr, learn.step, total)
-        def after_loss(self, learn): self.losses.append(float(learn.loss))
+        def after_loss(self, learn): self.losses.append(float(learn.loss.detach()))
         def after_fit(self, learn): self.stamps.append(time.perf_counter())
 
     t = T()

@@ -115,7 +115,7 @@ def test_interrupted_protocol_resumes_exactly(tiny, tmp_path, monkeypatch):
     from reprlab.learner import Callback
     root, reg = tiny
     monkeypatch.setenv("REPRLAB_DATASETS", str(reg)); monkeypatch.setenv("REPRLAB_CACHE", str(root / "cache"))
-    monkeypatch.setattr(P, "epochs_for_budget", lambda cfg, budget, **kw: (3, 0.1))   # epochs free of timing noise
+    monkeypatch.setattr(P, "epochs_for_budget", lambda cfg, budget, **kw: (8, 0.1))   # epochs free of timing noise
     base = TrainConfig(protocol="imagewang", task="rotation", runs_dir=tmp_path, quiet=True, threads=1, budget_s=4, finetune_s=2,
                        knn_k=3, data=DataConfig(dataset="tiny", size=16, batch_size=8, num_workers=0))
     ref = P.run_protocol(dataclasses.replace(base, name="ref"), argv=["test"])
@@ -132,7 +132,7 @@ def test_interrupted_protocol_resumes_exactly(tiny, tmp_path, monkeypatch):
     res = P.run_protocol(dataclasses.replace(base, name="", scratch=False, resume=tmp_path / "int"), argv=["test"])
     assert res["run_dir"] == str(tmp_path / "int") and sorted(res["arms"]) == ["finetune", "pretrain", "scratch"]   # the saved config wins
     for arm in ("pretrain", "finetune", "scratch"):
-        assert res["arms"][arm]["epochs"] == 3 and res["arms"][arm]["accuracy"] == ref["arms"][arm]["accuracy"], arm
+        assert res["arms"][arm]["epochs"] == 8 and res["arms"][arm]["accuracy"] == ref["arms"][arm]["accuracy"], arm
         a, b = (load_checkpoint(tmp_path / n / arm / "checkpoints" / "last.pt")["model"] for n in ("ref", "int"))
         assert all(torch.equal(a[k], b[k]) for k in a), arm
     starts = [l for l in (tmp_path / "int" / "pretrain" / "log.jsonl").read_text().splitlines() if '"start"' in l]

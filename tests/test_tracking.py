@@ -254,3 +254,19 @@ def test_last_epoch_reported_when_early_stopping_cancels_in_after_epoch(tmp_path
     recs = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()]
     assert [r["event"] for r in recs] == ["start", "epoch", "epoch", "end"] and recs[-1]["status"] == "cancelled"
     assert (learn.summary["status"], learn.summary["epochs_run"]) == ("cancelled", 2)
+
+
+def test_a_failing_before_fit_is_not_masked_by_the_run_callbacks(tmp_path):
+    "A callback that fails in before_fit (e.g. a schedule too short for its steps) surfaces its own error."
+    from reprlab.data import ImageDataset
+    from reprlab.experiments import TrainConfig, build_callbacks
+    from reprlab.loaders import DataLoaders, Loader
+
+    class Boom(Callback):
+        order = -100
+        def before_fit(self, learn): raise ValueError("boom: before_fit")
+    ds = ImageDataset(images=torch.zeros(8, 3, 8, 8, dtype=torch.uint8), labels=[0, 1] * 4, classes=["a", "b"])
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(192, 2))
+    learn = Learner(model, DataLoaders(Loader(ds, 4), Loader(ds, 4)), loss_func=torch.nn.functional.cross_entropy,
+                    cbs=[Boom(), *build_callbacks(TrainConfig(quiet=True), tmp_path)], device="cpu")
+    with pytest.raises(ValueError, match="boom"): learn.fit(1)

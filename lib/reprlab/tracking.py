@@ -310,6 +310,7 @@ class RunSummaryCB(Callback):
     def __init__(self, path=None, monitor: str = "valid_loss", mode: str = "min", show: bool = True):
         if mode not in ("min", "max"): raise ValueError(f"RunSummaryCB: mode must be 'min' or 'max', got {mode!r}")
         self.path, self.monitor, self.mode, self.show = (Path(path) if path is not None else None), monitor, mode, show
+        self._t0 = None
 
     def before_fit(self, learn):
         self._t0, self._train_time, self._samples, self._images, self._epochs = time.perf_counter(), 0.0, 0, 0, 0
@@ -330,12 +331,14 @@ class RunSummaryCB(Callback):
     def after_cancel_fit(self, learn): self._status = "cancelled"
 
     def cleanup_fit(self, learn):
+        t0, self._t0 = self._t0, None
+        if t0 is None: return                  # an earlier callback's before_fit failed: let its error through
         ep, best = best_epoch(learn.history, self.monitor, self.mode)
         tt = self._train_time
         s = dict(status=_fit_status(self._status), epochs_run=self._epochs,
                  epochs_total=sum("train_loss" in r for r in _epoch_rows(learn.history)), steps=learn.step,
                  monitor=self.monitor, mode=self.mode, best_epoch=ep, best_value=best,
-                 wall_time_s=round(time.perf_counter() - self._t0, 3), train_time_s=round(tt, 3),
+                 wall_time_s=round(time.perf_counter() - t0, 3), train_time_s=round(tt, 3),
                  train_samples=self._samples, train_images=self._images,
                  train_images_per_s=round(self._images / tt, 1) if tt > 0 else None,
                  train_samples_per_s=round(self._samples / tt, 1) if tt > 0 else None, world_size=get_world_size())
