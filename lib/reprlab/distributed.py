@@ -63,6 +63,12 @@ class _GatherWithGrad(torch.autograd.Function):
     "all_gather whose backward sums every rank's gradient of the gathered tensor and returns this rank's slice."
     @staticmethod
     def forward(ctx, t):
+        n = torch.tensor([t.shape[0]], device=t.device)
+        sizes = [torch.zeros_like(n) for _ in range(dist.get_world_size())]
+        dist.all_gather(sizes, n)                                          # every rank sees the same sizes: all raise
+        if any(int(s) != t.shape[0] for s in sizes):
+            raise ValueError(f"all_gather_grad needs the same first dimension on every rank, got {[int(s) for s in sizes]}: "
+                             "drop the last short batch (drop_last=True)")
         out = [torch.empty_like(t) for _ in range(dist.get_world_size())]
         dist.all_gather(out, t.contiguous())
         return torch.cat(out)

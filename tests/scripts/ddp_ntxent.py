@@ -31,8 +31,11 @@ sfull = SupConLoss(0.3, gather=False)(zs, y)
 slocal = SupConLoss(0.3)(zs[mine], y[mine])
 (gsl,) = torch.autograd.grad(slocal, zs)
 sloss, gs = all_reduce_sum(slocal.detach()) / world, all_reduce_sum(gsl) / world
+try:
+    NTXentLoss(0.3)(z0[: 2 + rank], z1[: 2 + rank]); uneven = "no error"                 # 2 rows on rank 0, 3 on rank 1
+except ValueError as e: uneven = str(e)
 if rank == 0:
-    json.dump(dict(world=world, full=full.item(), ddp=loss.item(), local=local.item(),
+    json.dump(dict(world=world, uneven=uneven, full=full.item(), ddp=loss.item(), local=local.item(),
                    grad_err=max((g0 - gf0).abs().max().item(), (g1 - gf1).abs().max().item()),
                    supcon_full=sfull.item(), supcon_ddp=sloss.item(), supcon_local=slocal.item(),
                    supcon_grad_err=(gs - gsf).abs().max().item()), open(sys.argv[1], "w"))
