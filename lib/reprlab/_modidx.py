@@ -247,6 +247,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                                                                        'reprlab/distributed.py'),
                                      'reprlab.distributed._GatherWithGrad.forward': ( 'distributed.html#_gatherwithgrad.forward',
                                                                                       'reprlab/distributed.py'),
+                                     'reprlab.distributed._gather_sizes': ('distributed.html#_gather_sizes', 'reprlab/distributed.py'),
                                      'reprlab.distributed.all_gather_cat': ('distributed.html#all_gather_cat', 'reprlab/distributed.py'),
                                      'reprlab.distributed.all_gather_grad': ('distributed.html#all_gather_grad', 'reprlab/distributed.py'),
                                      'reprlab.distributed.all_reduce_sum': ('distributed.html#all_reduce_sum', 'reprlab/distributed.py'),

@@ -47,27 +47,30 @@ def all_reduce_sum(t: torch.Tensor) -> torch.Tensor:
     t = t.clone(); dist.all_reduce(t, op=dist.ReduceOp.SUM)
     return t
 
-def all_gather_cat(t: torch.Tensor) -> torch.Tensor:
-    "Concatenate `t` from every rank along dim 0 (sizes may differ between ranks), in rank order."
-    if not is_distributed(): return t
+def _gather_sizes(t: torch.Tensor) -> list[int]:
+    "The first dimension of `t` on every rank, in rank order."
     n = torch.tensor([t.shape[0]], device=t.device)
     sizes = [torch.zeros_like(n) for _ in range(dist.get_world_size())]
     dist.all_gather(sizes, n)
-    m = int(max(s.item() for s in sizes))
+    return [int(s) for s in sizes]
+
+def all_gather_cat(t: torch.Tensor) -> torch.Tensor:
+    "Concatenate `t` from every rank along dim 0 (sizes may differ between ranks), in rank order."
+    if not is_distributed(): return t
+    sizes = _gather_sizes(t)
+    m = max(sizes)
     pad = torch.zeros((m - t.shape[0], *t.shape[1:]), dtype=t.dtype, device=t.device)
     out = [torch.empty((m, *t.shape[1:]), dtype=t.dtype, device=t.device) for _ in sizes]
     dist.all_gather(out, torch.cat([t, pad]))
-    return torch.cat([o[: int(s.item())] for o, s in zip(out, sizes)])
+    return torch.cat([o[:s] for o, s in zip(out, sizes)])
 
 class _GatherWithGrad(torch.autograd.Function):
     "all_gather whose backward sums every rank's gradient of the gathered tensor and returns this rank's slice."
     @staticmethod
     def forward(ctx, t):
-        n = torch.tensor([t.shape[0]], device=t.device)
-        sizes = [torch.zeros_like(n) for _ in range(dist.get_world_size())]
-        dist.all_gather(sizes, n)                                          # every rank sees the same sizes: all raise
-        if any(int(s) != t.shape[0] for s in sizes):
-            raise ValueError(f"all_gather_grad needs the same first dimension on every rank, got {[int(s) for s in sizes]}: "
+        sizes = _gather_sizes(t)                                           # every rank sees the same sizes: all raise
+        if any(s != t.shape[0] for s in sizes):
+            raise ValueError(f"all_gather_grad needs the same first dimension on every rank, got {sizes}: "
                              "drop the last short batch (drop_last=True)")
         out = [torch.empty_like(t) for _ in range(dist.get_world_size())]
         dist.all_gather(out, t.contiguous())

@@ -19,6 +19,7 @@ from .core import is_main_process, seed_everything, set_threads
 from .experiments import (DataConfig, TrainConfig, build_callbacks, build_data, build_learner, default_run_name,
                                  make_run_dir, train)
 from .learner import CancelFitException, Callback
+from .tracking import _atomic_write_text
 from .viz import new_figure, save_figure
 
 # %% auto #0
@@ -150,7 +151,7 @@ def run_protocol(cfg: TrainConfig, argv=None) -> dict:
         else:                                              # the arm's own config: its calibrated epochs, exactly
             acfg = dataclasses.replace(load_config(TrainConfig, run / "config.json"),
                                        resume=run / "checkpoints" / "last.pt" if state == "partial" else None)
-            n, per = acfg.epochs, float("nan")
+            n, per = acfg.epochs, None
         if is_main_process() and not cfg.quiet:
             print(f"protocol: {arm}: " + (f"{n} epochs of ~{per:.2f} s in {budgets[arm]:.0f} s" if state == "new" else
                   f"finished earlier ({n} epochs)" if state == "done" else f"resuming {acfg.resume} ({n} epochs)"), flush=True)
@@ -163,14 +164,14 @@ def run_protocol(cfg: TrainConfig, argv=None) -> dict:
         rows = _epoch_log(Path(s["run_dir"]))
         final = rows[-1] if rows else {}
         used = sum(r.get("time", 0.0) for r in rows)   # epochs' seconds, validation included
-        out["arms"][arm] = dict(epochs=n, epoch_s_estimate=None if math.isnan(per) else round(per, 4), budget_s=budgets[arm],
+        out["arms"][arm] = dict(epochs=n, epoch_s_estimate=None if per is None else round(per, 4), budget_s=budgets[arm],
                                 time_s=round(used, 1), accuracy=final.get("accuracy"), knn_accuracy=final.get("knn_accuracy"),
                                 run_dir=s["run_dir"])
     a = out["arms"]
     if "finetune" in a and "scratch" in a and a["scratch"]["accuracy"] is not None:
         out["gain_points"] = round(100 * (a["finetune"]["accuracy"] - a["scratch"]["accuracy"]), 2)
     if is_main_process():
-        tmp = root / ".protocol.json.tmp"; tmp.write_text(json.dumps(out, indent=1) + "\n"); tmp.replace(root / "protocol.json")
+        _atomic_write_text(root / "protocol.json", json.dumps(out, indent=1) + "\n")
         plot_protocol({k: Path(v["run_dir"]) for k, v in a.items()}, root / "protocol.png")
         if not cfg.quiet:
             for k, v in a.items():
