@@ -7,7 +7,9 @@ import platform
 import sys
 from pathlib import Path
 
-RESULTS = Path(__file__).resolve().parent / "results"
+from reprlab.core import atomic_write_text
+
+RESULTS = Path(os.environ.get("REPRLAB_BENCH_RESULTS") or Path(__file__).resolve().parent / "results")   # tests write elsewhere
 
 
 def machine() -> dict:
@@ -47,7 +49,7 @@ def write(name: str, figures: dict, claims: list[dict], extra_versions=(), **ext
     out = dict(name=name, machine=machine(), versions=versions(*extra_versions), command=" ".join([Path(sys.executable).name] + sys.argv),
                figures=figures, claims=claims, **extra)
     path = RESULTS / f"{name}.json"
-    tmp = path.with_suffix(".json.tmp"); tmp.write_text(json.dumps(out, indent=1) + "\n"); tmp.replace(path)
+    atomic_write_text(path, json.dumps(out, indent=1) + "\n")
     for c in claims: print(f"claim: {c['what']} = {c['value']:.3g} (goal {c['goal']}): {'holds' if c['holds'] else 'FAILS'}")
     print(f"wrote {path}")
     return path

@@ -10,7 +10,9 @@ so each schedule anneals normally. `--jobs 2 --threads 1` runs two protocols sid
 budget is then one core's seconds, the same for every method). SimCLR pretrains on 16 px views (`--data.pretrain_size=16`:
 ~3x the epochs of 32 px views in the same seconds, kNN 0.52 vs 0.46); fine-tuning and evaluation stay at 32 px.
 Fine-tuning is short by default (60 s, ~130 epochs): 438 epochs of it lost ~3 points of the pretraining's gain.
-Results: each run's protocol.json.
+Results: each run's protocol.json. With `--runs_dir`, runs that finished earlier there with the same command are read
+back and runs that were cut short are resumed exactly (`s01-train --protocol=imagewang --resume`), so a benchmark can
+be completed over several sessions.
 Claim: the best SSL method beats scratch by >= 5 points.
 
     python bench/ssl_vs_scratch.py [--quick] [--budget_s 780] [--finetune_s 60] [--seeds 0,1,2] [--methods ...]
@@ -21,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import statistics
 import subprocess
 import sys
@@ -39,13 +42,23 @@ PRETRAIN = {"simclr": ["--lr=0.003", "--data.crop_scale=0.2", "--data.pretrain_s
 
 
 def run(args: list[str], runs: Path, threads: int) -> dict:
-    "Run `s01-train --protocol=imagewang` with `args`; returns its protocol.json."
+    """Run `s01-train --protocol=imagewang` with `args`; returns its protocol.json (marked `read_back` when an earlier
+    run of the same command in `runs` had finished; a run that was cut short is resumed with `--resume`)."""
     env = dict(os.environ, OMP_NUM_THREADS=str(threads), REPRLAB_QUIET="1")
-    r = subprocess.run([sys.executable, str(TRAIN), "--protocol=imagewang", f"--runs_dir={runs}", f"--threads={threads}",
-                        "--data.num_workers=0", "--knn_every=1000", *args], env=env, capture_output=True, text=True)
-    if r.returncode: sys.exit(f"s01-train {' '.join(args)} failed:\n{r.stderr[-3000:]}")
+    args = ["--protocol=imagewang", f"--runs_dir={runs}", f"--threads={threads}", "--data.num_workers=0", "--knn_every=1000", *args]
     name = next(a.split("=", 1)[1] for a in args if a.startswith("--name="))
-    return json.loads((runs / name / "protocol.json").read_text())
+    d = runs / name
+    if (d / "cmd.txt").exists():
+        saved = shlex.split((d / "cmd.txt").read_text())[2:]          # drop "python bin/s01-train.py"
+        if saved != args:
+            sys.exit(f"{d} holds a run of another command:\n  {' '.join(saved)}\nnot\n  {' '.join(args)}\n"
+                     "use another --runs_dir or delete that folder")
+        if (d / "protocol.json").exists(): return dict(json.loads((d / "protocol.json").read_text()), read_back=True)
+        cmd = ["--protocol=imagewang", f"--resume={d}", f"--threads={threads}"]     # the saved config, arm by arm
+    else: cmd = args
+    r = subprocess.run([sys.executable, str(TRAIN), *cmd], env=env, capture_output=True, text=True)
+    if r.returncode: sys.exit(f"s01-train {' '.join(cmd)} failed:\n{r.stderr[-3000:]}")
+    return json.loads((d / "protocol.json").read_text())
 
 
 def main():
@@ -66,7 +79,7 @@ def main():
     a = ap.parse_args()
     if a.quick: a.budget_s, a.finetune_s, a.seeds, a.methods = 20, 8, "0", "rotation,simclr"
     seeds, methods = [int(s) for s in a.seeds.split(",")], a.methods.split(",")
-    common = [f"--encoder={a.encoder}", f"--budget_s={a.budget_s}", f"--finetune_s={a.finetune_s}", *a.extra.split()]
+    common = [f"--encoder={a.encoder}", f"--budget_s={a.budget_s:g}", f"--finetune_s={a.finetune_s:g}", *a.extra.split()]
     once = set(filter(None, a.first_seed_only.split(",")))
     jobs = [(m, s) for s in seeds for m in ["scratch", *methods] if m not in once]       # the claim's runs first,
     jobs += [(m, seeds[0]) for m in methods if m in once]                                # then the single-seed ones
@@ -79,7 +92,8 @@ def main():
             arm = p["arms"]["scratch" if m == "scratch" else "finetune"]
             knn = p["arms"].get("pretrain", {}).get("knn_accuracy")
             print(f"seed {s} {m}: " + ", ".join(f"{k} {v['epochs']} epochs {v['time_s']:.0f} s" for k, v in p["arms"].items())
-                  + (f", kNN after pretraining {knn:.4f}" if knn is not None else "") + f", val accuracy {arm['accuracy']:.4f}", flush=True)
+                  + (f", kNN after pretraining {knn:.4f}" if knn is not None else "") + f", val accuracy {arm['accuracy']:.4f}"
+                  + (" (read back: finished earlier in --runs_dir)" if p.get("read_back") else ""), flush=True)
             return m, s, p
         with ThreadPoolExecutor(a.jobs) as ex: done = list(ex.map(one, jobs))
     res = {m: [p["arms"]["scratch" if m == "scratch" else "finetune"]["accuracy"] for mm, s, p in done if mm == m] for m in ["scratch", *methods]}

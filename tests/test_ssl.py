@@ -79,6 +79,8 @@ def test_pretrain_size_sets_the_views(tiny, monkeypatch):
         assert all(v.shape[-2:] == (ps or 16, ps or 16) for v in views), (task, [v.shape for v in views])
         assert valid[0]["image"].shape[-1] == 16                                 # kNN / fine-tuning stay at --data.size
     with pytest.raises(ConfigError, match="pretrain_size"): build_data(TrainConfig(task="simclr", data=data("simclr", 32)))
+    with pytest.raises(ConfigError, match="dino_local_size=8 must be smaller than the global crops .8 px"):
+        build_data(TrainConfig(task="dino", dino_local_size=8, data=data("dino", 8)))
 
 
 def test_imagewang_protocol_from_the_command_line(tiny, tmp_path):

@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 import reprlab
+from .core import atomic_write
 
 # %% auto #0
 __all__ = ['MODELS', 'MODEL_MODULES', 'ENCODER_PREFIXES', 'CheckpointError', 'defer_sigint', 'save_checkpoint', 'load_checkpoint',
@@ -44,17 +45,8 @@ def defer_sigint():
 
 def save_checkpoint(state: dict, path) -> Path:
     "Write `state` to `path` atomically (temp file in the same folder, fsync, rename; Ctrl-C waits for it); returns the path."
-    path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with defer_sigint():
-        try:
-            with open(tmp, "wb") as f:
-                torch.save(state, f)
-                f.flush(); os.fsync(f.fileno())
-            os.replace(tmp, path)
-        finally:
-            if tmp.exists(): tmp.unlink()
-    return path
+    with defer_sigint(), atomic_write(path, "wb") as f: torch.save(state, f)
+    return Path(path)
 
 def load_checkpoint(path, map_location="cpu") -> dict:
     "Load a checkpoint with `weights_only=True` (no code is unpickled); clear errors for missing or corrupt files."

@@ -22,6 +22,8 @@ from functools import lru_cache, partial
 from pathlib import Path, PurePath
 from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
 
+from .core import atomic_write_text
+
 # %% auto #0
 __all__ = ['ConfigError', 'opt', 'config_to_dict', 'config_from_dict', 'save_config', 'load_config', 'parse_config',
            'format_config', 'help_text', 'cli']
@@ -318,20 +320,12 @@ def config_from_dict(cls, d: Mapping, source: str | None = None):
 
 # %% ../../nbs/01_config.ipynb #01831c09
 def save_config(cfg, path) -> Path:
-    "Write `cfg` to `path` as sorted, indented JSON, atomically (temp file + `os.replace`); returns the path."
+    "Write `cfg` to `path` as sorted, indented JSON, atomically (`atomic_write_text`); returns the path."
     _check_cfg(cfg)
     path = Path(path)
     try: text = json.dumps(config_to_dict(cfg), indent=2, sort_keys=True, allow_nan=False) + "\n"
     except ValueError as e: raise ConfigError(f"cannot save config to {path}: {e} (nan/inf are not JSON)") from e
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "w", encoding="utf-8") as f:
-            f.write(text); f.flush(); os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists(): tmp.unlink()
-    return path
+    return atomic_write_text(path, text)
 
 def _read_json(path) -> Any:
     "The parsed JSON in file `path`; a missing, unreadable or invalid file is a `ConfigError` naming it."

@@ -20,6 +20,8 @@ from PIL import Image, UnidentifiedImageError
 from torchvision.io import ImageReadMode, decode_image
 from torchvision.transforms.v2 import functional as TF
 
+from .core import atomic_write, atomic_write_text
+
 # %% auto #0
 __all__ = ['IMAGE_EXTS', 'DataError', 'CorruptImageError', 'is_image_file', 'decode_image_file', 'scan_folder', 'resize_uint8',
            'ImageDataset', 'subset', 'unlabeled', 'default_cache_dir', 'cache', 'from_folder', 'load_imagewang',
@@ -286,7 +288,7 @@ def cache(ds: ImageDataset, where: str = "memory", cache_dir=None, num_workers: 
             b = np.lib.format.open_memmap(str(tmp) + "2", mode="w+", dtype=np.uint8, shape=(len(keep),) + a.shape[1:])
             b[:] = a[keep]; b.flush(); del a, b; os.replace(str(tmp) + "2", tmp)
         os.replace(tmp, path)
-        tmpm = meta.with_name(meta.name + ".tmp"); tmpm.write_text(json.dumps({"skipped": bad_paths})); os.replace(tmpm, meta)
+        atomic_write_text(meta, json.dumps({"skipped": bad_paths}))
         _drop(ds, bad_idx, bad_msgs)
         ds.images = torch.from_numpy(np.load(path, mmap_mode="c"))
     else:
@@ -390,16 +392,13 @@ def to_csv(ds: ImageDataset, csv_path, root=None):
     root = Path(root or ds.root).resolve()
     if ds.paths is None: raise ValueError("to_csv needs a file-backed dataset (this one is an array)")
     if ds.boxes is not None: raise ValueError("to_csv does not write box crops; keep the boxes CSV instead")
-    csv_path = Path(csv_path); csv_path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = csv_path.with_name(csv_path.name + ".tmp")
-    with open(tmp, "w", newline="", encoding="utf-8") as f:
+    with atomic_write(csv_path, newline="") as f:
         w = csv.writer(f)
         w.writerow(["path", "label", *ds.extras])
         for i, p in enumerate(ds.paths):
             rel = os.path.relpath(Path(p).resolve(), root)
             lab = ds.classes[ds.labels[i]] if ds.labels[i] >= 0 else ""
             w.writerow([Path(rel).as_posix(), lab, *(ds.extras[k][i] for k in ds.extras)])
-    os.replace(tmp, csv_path)
 
 # %% ../../nbs/02_data.ipynb #492a120d
 def from_boxes(csv_path, root, mode: str = "largest", min_size: int = 0, path_col: str = "path",

@@ -26,7 +26,7 @@ from .checkpoint import create_model, load_encoder
 from .config import ConfigError, config_to_dict, format_config, opt, save_config
 from .encoders import TV_FAMILIES
 from .losses import SupervisedLoss
-from .core import default_device, is_main_process, seed_everything, set_threads
+from .core import atomic_write_text, default_device, is_main_process, seed_everything, set_threads
 from .data import cache, channel_stats, unlabeled
 from .datasets import load_dataset
 from .distributed import DDPCB, cleanup_distributed, init_distributed
@@ -74,8 +74,8 @@ def make_run_dir(runs_dir, name: str, cfg=None, argv=None) -> Path:
     run.mkdir(parents=True, exist_ok=True)
     if cfg is not None: save_config(cfg, run / "config.json")
     argv = sys.argv if argv is None else argv
-    (run / "cmd.txt").write_text(" ".join(shlex.quote(a) for a in [Path(sys.executable).name, *argv]) + "\n")
-    (run / "env.json").write_text(json.dumps(env_info(getattr(cfg, "device", None)), indent=1) + "\n")
+    atomic_write_text(run / "cmd.txt", " ".join(shlex.quote(a) for a in [Path(sys.executable).name, *argv]) + "\n")
+    atomic_write_text(run / "env.json", json.dumps(env_info(getattr(cfg, "device", None)), indent=1) + "\n")
     return run
 
 # %% ../../nbs/20_experiments.ipynb #ad1fd452
@@ -167,6 +167,9 @@ def _task_transform(cfg: TrainConfig, stats):
     if cfg.task in ("simclr", "supcon"):
         return MultiView([simclr_augment(size, scale=scale, normalize=stats), simclr_augment(size, scale=scale, normalize=stats)])
     if cfg.task == "dino":
+        if cfg.dino_local_size >= size:
+            raise ConfigError(f"--dino_local_size={cfg.dino_local_size} must be smaller than the global crops ({size} px: "
+                              f"--data.pretrain_size or --data.size); local crops are the small views DINO matches to the global ones")
         return dino_augment(size, cfg.dino_local_size, n_local=cfg.dino_n_local, global_scale=(max(cfg.data.crop_scale, 0.25), 1.0),
                             normalize=stats)
     task = create_pretext(cfg.task, **pretext_kwargs(cfg))

@@ -92,7 +92,9 @@ class DINOHead(nn.Module):
         if norm_last_layer: self.last_layer.parametrizations.weight.original0.requires_grad_(False)
 
     def forward(self, x):
-        return self.last_layer(F.normalize(self.mlp(x), dim=-1, eps=1e-6 if x.dtype == torch.float32 else 1e-3))
+        h = self.mlp(x)
+        with torch.autocast(h.device.type, enabled=False):    # prototypes in float32: the teacher sharpens them by 1 / 0.04
+            return self.last_layer(F.normalize(h.float(), dim=-1, eps=1e-6))
 
 class SmoothSoftmax(nn.Module):
     "softmax(x / temperature): for metrics and prediction, never inside a model that a loss trains."

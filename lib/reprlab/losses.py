@@ -7,6 +7,8 @@ Each is an `nn.Module` that validates its hyperparameters and computes in float3
 # %% ../../nbs/07_losses.ipynb #130308eb
 from __future__ import annotations
 
+import functools
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -15,7 +17,8 @@ from .core import get_rank
 from .distributed import all_gather_cat, all_gather_grad
 
 # %% auto #0
-__all__ = ['FocalLoss', 'SupervisedLoss', 'NTXentLoss', 'SupConLoss', 'MarginContrastiveLoss', 'PairwiseDistanceLoss', 'DINOLoss']
+__all__ = ['FocalLoss', 'SupervisedLoss', 'float32_loss', 'NTXentLoss', 'SupConLoss', 'MarginContrastiveLoss',
+           'PairwiseDistanceLoss', 'DINOLoss']
 
 # %% ../../nbs/07_losses.ipynb #ff155b98
 def _check_targets(logits, y):
@@ -67,6 +70,13 @@ class SupervisedLoss(nn.Module):
         return F.binary_cross_entropy_with_logits(logits.float(), y.float(), pos_weight=self.pos_weight)
 
 # %% ../../nbs/07_losses.ipynb #99a81988
+def float32_loss(forward):
+    "Decorator for a loss's `forward(self, x, ...)`: autocast off on `x`'s device, so every op (matmuls too) runs in float32."
+    @functools.wraps(forward)
+    def wrapper(self, x, *args, **kwargs):
+        with torch.autocast(x.device.type, enabled=False): return forward(self, x, *args, **kwargs)
+    return wrapper
+
 def _check_temperature(t):
     if not isinstance(t, (int, float)) or not t > 0: raise ValueError(f"temperature must be a number > 0, got {t!r}")
     return float(t)
@@ -76,6 +86,7 @@ class NTXentLoss(nn.Module):
     def __init__(self, temperature: float = 0.2, gather: bool = True):
         super().__init__(); self.t, self.gather = _check_temperature(temperature), gather
 
+    @float32_loss
     def forward(self, z0, z1):
         if z0.shape != z1.shape or z0.ndim != 2: raise ValueError(f"NT-Xent needs two (B, d) tensors, got {tuple(z0.shape)} and {tuple(z1.shape)}")
         z = F.normalize(torch.cat([z0, z1]).float(), dim=1)
@@ -92,6 +103,7 @@ class SupConLoss(nn.Module):
     def __init__(self, temperature: float = 0.1, gather: bool = True):
         super().__init__(); self.t, self.gather = _check_temperature(temperature), gather
 
+    @float32_loss
     def forward(self, z, labels):
         if z.ndim != 3: raise ValueError(f"SupCon needs views (B, V, d), got {tuple(z.shape)}")
         b, v, _ = z.shape
@@ -119,6 +131,7 @@ class MarginContrastiveLoss(nn.Module):
         same = same.float()
         return 0.5 * (same * d.pow(2) + (1 - same) * F.relu(self.margin - d).pow(2))
 
+    @float32_loss
     def forward(self, a, b, same=None):
         if same is not None:                                          # 1-d: explicit pairs
             return self._pair(F.pairwise_distance(a.float(), b.float(), eps=0), same).mean()
@@ -132,6 +145,7 @@ class MarginContrastiveLoss(nn.Module):
 
 class PairwiseDistanceLoss(nn.Module):
     "MSE between the pairwise Euclidean distances of `z (B, d)` and `target (B, B)` (diagonal excluded); batched: `(G, B, d)`, `(G, B, B)`."
+    @float32_loss
     def forward(self, z, target):
         if z.ndim not in (2, 3) or target.shape != (*z.shape[:-1], z.shape[-2]):
             raise ValueError(f"PairwiseDistanceLoss needs z (B, d) and target (B, B), or (G, B, d) and (G, B, B); got {tuple(z.shape)} and {tuple(target.shape)}")
@@ -160,6 +174,7 @@ class DINOLoss(nn.Module):
         "The teacher temperature at `epoch` (the last value after the schedule ends)."
         return self.temps[min(epoch, len(self.temps) - 1)]
 
+    @float32_loss
     def forward(self, student, teacher, epoch: int = 0):
         s = (student.float() / self.student_temp).log_softmax(-1).chunk(self.n_crops)
         t = F.softmax((teacher.float() - self.center) / self.teacher_temp(epoch), dim=-1).detach().chunk(self.n_global)

@@ -15,11 +15,10 @@ import time
 from pathlib import Path
 
 from .config import ConfigError, load_config
-from .core import is_main_process, seed_everything, set_threads
+from .core import atomic_write_text, is_main_process, seed_everything, set_threads
 from .experiments import (DataConfig, TrainConfig, build_callbacks, build_data, build_learner, default_run_name,
                                  make_run_dir, train)
 from .learner import CancelFitException, Callback
-from .tracking import _atomic_write_text
 from .viz import new_figure, save_figure
 
 # %% auto #0
@@ -171,7 +170,7 @@ def run_protocol(cfg: TrainConfig, argv=None) -> dict:
     if "finetune" in a and "scratch" in a and a["scratch"]["accuracy"] is not None:
         out["gain_points"] = round(100 * (a["finetune"]["accuracy"] - a["scratch"]["accuracy"]), 2)
     if is_main_process():
-        _atomic_write_text(root / "protocol.json", json.dumps(out, indent=1) + "\n")
+        atomic_write_text(root / "protocol.json", json.dumps(out, indent=1) + "\n")
         plot_protocol({k: Path(v["run_dir"]) for k, v in a.items()}, root / "protocol.png")
         if not cfg.quiet:
             for k, v in a.items():

@@ -10,7 +10,6 @@ import difflib
 import hashlib
 import json
 import math
-import os
 import re
 import warnings
 from collections.abc import Iterator, Mapping
@@ -19,7 +18,7 @@ from pathlib import Path
 import numpy as np
 from sklearn.model_selection import StratifiedGroupKFold, train_test_split
 
-from .core import derive_seed
+from .core import atomic_write_text, derive_seed
 from .data import DataError, ImageDataset, from_csv, subset, to_csv
 
 # %% auto #0
@@ -132,10 +131,6 @@ def _fingerprint(rel: list[str], ds: ImageDataset, group) -> str:
 def _settings(meta: dict) -> dict:
     return {k: meta.get(k) for k in ("seed", "fractions", "stratify", "group")} | {"fingerprint": meta.get("dataset", {}).get("fingerprint")}
 
-def _write_json(path: Path, obj):
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(obj, indent=1) + "\n"); os.replace(tmp, path)
-
 def make_split(ds: ImageDataset, out_dir, fractions=(0.8, 0.1, 0.1), stratify: bool = True, group: str | None = None,
                seed: int = 0, root=None, overwrite: bool = False) -> dict[str, ImageDataset]:
     "Draw train/val/test (or `fractions`' names) from `ds` once and write `out_dir/{name}.csv` + `split.json`."
@@ -179,7 +174,7 @@ def make_split(ds: ImageDataset, out_dir, fractions=(0.8, 0.1, 0.1), stratify: b
         meta["splits"][nm], res[nm] = info, d
     import sklearn
     meta["versions"] = {"scikit-learn": sklearn.__version__, "numpy": np.__version__}
-    _write_json(jpath, meta)
+    atomic_write_text(jpath, json.dumps(meta, indent=1) + "\n")
     return res
 
 def _as_split(ds: ImageDataset, ix, paths, root: Path, name: str) -> ImageDataset:

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from .core import get_world_size, is_main_process
+from .core import atomic_write_text, get_world_size, is_main_process
 from .learner import Callback
 from .viz import new_figure, save_figure
 
@@ -67,12 +67,6 @@ def _columns(rows) -> list[str]:
     keys = {}
     for r in rows: keys.update(dict.fromkeys(r))
     return [k for k in _FIRST if k in keys] + [k for k in keys if k not in _FIRST]
-
-def _atomic_write_text(path: Path, text: str):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    tmp.replace(path)
 
 def _fit_status(status: str | None) -> str:
     "How a fit ended: the status set by `after_fit` / `after_cancel_fit`, else the exception being raised."
@@ -173,7 +167,7 @@ def write_history_csv(history, path) -> Path:
     w = csv.DictWriter(buf, fieldnames=cols, restval="", lineterminator="\n")
     w.writeheader()
     for r in rows: w.writerow({k: _cell(v) for k, v in r.items()})
-    _atomic_write_text(path, buf.getvalue())
+    atomic_write_text(path, buf.getvalue())
     return path
 
 def read_history_csv(path) -> list[dict]:
@@ -344,7 +338,7 @@ class RunSummaryCB(Callback):
                  train_samples_per_s=round(self._samples / tt, 1) if tt > 0 else None, world_size=get_world_size())
         learn.summary = s
         if not is_main_process(): return
-        if self.path is not None: _atomic_write_text(self.path / "summary.json", json.dumps(jsonable(s), indent=2) + "\n")
+        if self.path is not None: atomic_write_text(self.path / "summary.json", json.dumps(jsonable(s), indent=2) + "\n")
         if self.show and not _quiet():
             best_txt = f"best {self.monitor} {_fmt(best)} at epoch {ep}" if ep is not None else f"no {self.monitor}"
             ips = f"{s['train_images_per_s']:,.0f}" if s["train_images_per_s"] is not None else "-"
