@@ -12,7 +12,6 @@ import inspect
 import json
 import math
 import numbers
-import os
 import reprlib
 import sys
 import types
