@@ -81,6 +81,11 @@ def test_pretrain_size_sets_the_views(tiny, monkeypatch):
     with pytest.raises(ConfigError, match="pretrain_size"): build_data(TrainConfig(task="simclr", data=data("simclr", 32)))
     with pytest.raises(ConfigError, match="dino_local_size=8 must be smaller than the global crops .8 px"):
         build_data(TrainConfig(task="dino", dino_local_size=8, data=data("dino", 8)))
+    with pytest.warns(UserWarning, match="pretrain_size=8 applies to self-supervised tasks"):   # not silently ignored
+        build_data(TrainConfig(task="supervised", data=data("supervised", 8)))
+    from reprlab.protocols import protocol_configs
+    arms = protocol_configs(TrainConfig(task="simclr", protocol="imagewang", name="p", data=data("simclr", 8)))
+    assert arms["pretrain"].data.pretrain_size == 8 and arms["finetune"].data.pretrain_size == arms["scratch"].data.pretrain_size == 0
 
 
 def test_imagewang_protocol_from_the_command_line(tiny, tmp_path):

@@ -12,6 +12,7 @@ import shlex
 import subprocess
 import sys
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -198,6 +199,9 @@ def build_data(cfg: TrainConfig):
     vt = Normalize(*stats) if stats is not None else None
     kw = dict(seed=cfg.seed, num_workers=cfg.data.num_workers, device=cfg.device)
     if cfg.task == "supervised":
+        if cfg.data.pretrain_size:
+            warnings.warn(f"--data.pretrain_size={cfg.data.pretrain_size} applies to self-supervised tasks: "
+                          f"--task=supervised trains at --data.size={cfg.data.size}", stacklevel=2)
         aug = {"none": [], "basic": [basic_augment(cfg.data.size, scale=(cfg.data.crop_scale, 1.0))],
                "simclr": [simclr_augment(cfg.data.size, scale=(cfg.data.crop_scale, 1.0))]}[cfg.data.augment]
         norm = [vt] if vt is not None else []
