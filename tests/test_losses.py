@@ -5,7 +5,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from reprlab.losses import DINOLoss, FocalLoss, NTXentLoss, SupConLoss, SupervisedLoss
+from reprlab.losses import BYOLLoss, DINOLoss, FocalLoss, NTXentLoss, SupConLoss, SupervisedLoss
 
 
 def test_ntxent_equals_lightly():
@@ -14,6 +14,14 @@ def test_ntxent_equals_lightly():
     z0, z1 = torch.randn(16, 32, generator=g), torch.randn(16, 32, generator=g)
     for t in (0.1, 0.5):
         torch.testing.assert_close(NTXentLoss(t)(z0, z1), lightly_loss.NTXentLoss(temperature=t)(z0, z1), rtol=1e-5, atol=1e-5)
+
+
+def test_byol_loss_equals_lightly():
+    "lightly's BYOL example uses NegativeCosineSimilarity (-cos); BYOL's 2 - 2 cos is the same objective, rescaled."
+    lightly_loss = pytest.importorskip("lightly.loss", reason="lightly (bench extra) not installed")
+    g = torch.Generator().manual_seed(2)
+    p, z = torch.randn(16, 32, generator=g), torch.randn(16, 32, generator=g)
+    torch.testing.assert_close(BYOLLoss()(p, z), 2 + 2 * lightly_loss.NegativeCosineSimilarity()(p, z), rtol=1e-5, atol=1e-5)
 
 
 def test_supcon_with_distinct_labels_is_ntxent():

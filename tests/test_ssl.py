@@ -10,7 +10,7 @@ from reprlab.checkpoint import load_checkpoint, load_encoder, load_model
 from reprlab.experiments import DataConfig, TrainConfig, train
 from reprlab.testing import make_imagewang
 
-TASKS = ["rotation", "quadrant", "jigsaw", "patchwork", "transform_detect", "mixup", "scale", "simclr", "supcon", "dino"]
+TASKS = ["rotation", "quadrant", "jigsaw", "patchwork", "transform_detect", "mixup", "scale", "simclr", "supcon", "byol", "dino"]
 
 
 @pytest.fixture(scope="module")
@@ -36,13 +36,13 @@ def test_task_trains_monitors_and_transfers(task, tiny, monkeypatch):
     assert hist, "the kNN monitor wrote knn_accuracy into the epoch logs"
     assert 0 <= s["final"]["knn_accuracy"] <= 1 and s["final"]["train_loss"] == s["final"]["train_loss"]   # not NaN
     ck = load_checkpoint(run / "checkpoints" / "last.pt")
-    assert ck["epoch"] == 2 and ck["model_spec"]["name"] in (task, "pretext", "simclr", "supcon", "dino")
+    assert ck["epoch"] == 2 and ck["model_spec"]["name"] in (task, "pretext")
     model = load_model(run / "checkpoints" / "last.pt")                       # rebuilt from the checkpoint alone
     from reprlab.checkpoint import create_model
     clf = create_model("classifier", encoder="conv", n_classes=3)
     r = load_encoder(clf.encoder, run / "checkpoints" / "last.pt", verbose=False)
     assert r["missing"] == [] and r["prefix"] in ("encoder.", "teacher.encoder.")
-    if task == "dino":
+    if task in ("dino", "byol"):
         t = {k: v for k, v in ck["model"].items() if k.startswith("teacher.")}
         st = {k: v for k, v in ck["model"].items() if k.startswith("student.")}
         assert t and not all(torch.equal(t[k], st["student." + k[8:]]) for k in t)   # the EMA teacher differs
@@ -79,6 +79,16 @@ def test_pretrain_size_sets_the_views(tiny, monkeypatch):
         assert all(v.shape[-2:] == (ps or 16, ps or 16) for v in views), (task, [v.shape for v in views])
         assert valid[0]["image"].shape[-1] == 16                                 # kNN / fine-tuning stay at --data.size
     with pytest.raises(ConfigError, match="pretrain_size"): build_data(TrainConfig(task="simclr", data=data("simclr", 32)))
+    dls, *_ = build_data(TrainConfig(task="simclr", simclr_n_local=2, simclr_local_size=4, data=data("simclr", 8)))
+    assert [v.shape[-1] for v in next(iter(dls.train))["image"]] == [8, 8, 4, 4]          # multi-crop SimCLR
+    with pytest.raises(ConfigError, match="simclr_local_size=8 must be between 0 and the views' size .8 px"):
+        build_data(TrainConfig(task="simclr", simclr_n_local=2, data=data("simclr", 8)))
+    with pytest.raises(ConfigError, match="--data.jitter must be between 0 and 2.5 .* got 3"):
+        build_data(TrainConfig(task="simclr", data=DataConfig(dataset="tiny", size=16, jitter=3.0)))
+    with pytest.raises(ConfigError, match="byol takes 2 views, got --simclr_n_local=2"):
+        build_data(TrainConfig(task="byol", simclr_n_local=2, data=data("byol", 8)))
+    with pytest.raises(ConfigError, match="simclr_n_local must be >= 0, got -1"):
+        build_data(TrainConfig(task="simclr", simclr_n_local=-1, data=data("simclr", 8)))
     with pytest.raises(ConfigError, match="dino_local_size=8 must be smaller than the global crops .8 px"):
         build_data(TrainConfig(task="dino", dino_local_size=8, data=data("dino", 8)))
     with pytest.warns(UserWarning, match="pretrain_size=8 applies to self-supervised tasks"):   # not silently ignored

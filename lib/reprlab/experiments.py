@@ -38,9 +38,9 @@ from .optim import opt_func
 from .schedules import ScheduleCB, cosine_schedule, one_cycle_schedule
 from .tracking import CometCB, HistoryCB, JsonlLogCB, ProgressCB, RunSummaryCB
 from .evaluate import KNNMonitorCB
-from .methods import DINOCB
+from .methods import DINOCB, EMATeacherCB
 from .pretext import create_pretext
-from .transforms import Compose, MultiView, Normalize, basic_augment, dino_augment, simclr_augment
+from .transforms import Compose, MultiView, Normalize, basic_augment, dino_augment, simclr_augment, simclr_multicrop
 
 # %% auto #0
 __all__ = ['git_sha', 'env_info', 'make_run_dir', 'DataConfig', 'TrainConfig', 'pretext_kwargs', 'build_data', 'build_model',
@@ -91,6 +91,7 @@ class DataConfig:
     num_workers: int = opt(2, "loader worker processes (results do not depend on it)")
     augment: Literal["none", "basic", "simclr"] = opt("basic", "training augmentation preset")
     crop_scale: float = opt(0.35, "smallest crop area of the random resized crop")
+    jitter: float = opt(0.5, "colour-jitter strength of the simclr augmentation (0.5: SimCLR's CIFAR setting, 1.0: its ImageNet one)")
     pretrain_size: int = opt(0, "self-supervised tasks: side of the training views in pixels (0: --data.size); "
                                 "smaller views train more epochs per second")
     normalize: bool = opt(True, "normalise with the training images' per-channel mean and std")
@@ -104,7 +105,7 @@ class TrainConfig:
     name: str = opt("", "run name -> runs/<name> (default: <task>-<encoder>-<date>-<time>)")
     runs_dir: Path = opt(Path("runs"), "parent folder of the run directories")
     task: Literal["supervised", "patchwork", "mixup", "scale", "quadrant", "rotation", "jigsaw", "transform_detect",
-                  "simclr", "supcon", "dino"] = opt("supervised", "what to train: supervised, a pretext task, or simclr / supcon / dino")
+                  "simclr", "supcon", "byol", "dino"] = opt("supervised", "what to train: supervised, a pretext task, or simclr / supcon / byol / dino")
     encoder: str = opt("conv", "encoder name from the registry (conv, conv_res, resnet18, ..., vit_mini, timm:<name>)")
     cifar_stem: bool = opt(False, "torchvision encoders: 3x3 stride-1 first conv and no max-pool, for 32 px images")
     pretrained: bool = opt(False, "torchvision encoders: start from torchvision's weights (local torch cache only)")
@@ -133,11 +134,13 @@ class TrainConfig:
     knn_every: int = opt(1, "self-supervised tasks: kNN accuracy (train labels -> val) every N epochs (0: never)")
     knn_k: int = opt(20, "neighbours of the kNN monitor")
     temperature: float = opt(0.2, "simclr / supcon temperature")
-    proj_dim: int = opt(128, "simclr / supcon projection size")
+    proj_dim: int = opt(128, "simclr / supcon / byol projection size")
+    simclr_n_local: int = opt(0, "simclr / supcon: small crops besides the 2 views (multi-crop), each contrasted with both views")
+    simclr_local_size: int = opt(8, "simclr / supcon: side of the small crops in pixels")
     dino_out_dim: int = opt(1024, "dino: prototypes of the DINO head")
     dino_n_local: int = opt(4, "dino: local crops (besides the 2 global ones)")
     dino_local_size: int = opt(16, "dino: local crop size in pixels")
-    dino_momentum: float = opt(0.996, "dino: initial teacher momentum (cosine to 1)")
+    dino_momentum: float = opt(0.996, "dino / byol: initial teacher momentum (cosine to 1)")
     dino_wd_end: float = opt(0.4, "dino: weight decay at the end (cosine from --wd), as in the paper")
     teacher_temp: float = opt(0.04, "dino: teacher temperature")
     pretext_n: int = opt(3, "mixup / scale: source images per sample")
@@ -161,12 +164,21 @@ class TrainConfig:
 
 # %% ../../nbs/20_experiments.ipynb #9f347251
 def _task_transform(cfg: TrainConfig, stats):
-    "The training transform of a self-supervised task: views for simclr/supcon, multi-crop for dino, a pretext task."
+    "The training transform of a self-supervised task: views for simclr/supcon/byol (multi-crop with --simclr_n_local), multi-crop for dino, a pretext task."
     size, scale = cfg.data.pretrain_size or cfg.data.size, (cfg.data.crop_scale, 1.0)
     if not 0 <= cfg.data.pretrain_size <= cfg.data.size:
         raise ConfigError(f"--data.pretrain_size must be between 0 (= --data.size) and --data.size={cfg.data.size}, got {cfg.data.pretrain_size}")
-    if cfg.task in ("simclr", "supcon"):
-        return MultiView([simclr_augment(size, scale=scale, normalize=stats), simclr_augment(size, scale=scale, normalize=stats)])
+    if cfg.task == "byol" and cfg.simclr_n_local:
+        raise ConfigError(f"--simclr_n_local applies to --task=simclr or supcon; byol takes 2 views, got --simclr_n_local={cfg.simclr_n_local}")
+    if cfg.task in ("simclr", "supcon", "byol"):
+        if cfg.simclr_n_local < 0: raise ConfigError(f"--simclr_n_local must be >= 0, got {cfg.simclr_n_local}")
+        if cfg.simclr_n_local:
+            if not 0 < cfg.simclr_local_size < size:
+                raise ConfigError(f"--simclr_local_size={cfg.simclr_local_size} must be between 0 and the views' size ({size} px: "
+                                  "--data.pretrain_size or --data.size)")
+            return simclr_multicrop(size, cfg.simclr_local_size, cfg.simclr_n_local, scale=scale, local_scale=(0.05, 0.25),
+                                    strength=cfg.data.jitter, normalize=stats)
+        return MultiView([simclr_augment(size, scale=scale, strength=cfg.data.jitter, normalize=stats) for _ in range(2)])
     if cfg.task == "dino":
         if cfg.dino_local_size >= size:
             raise ConfigError(f"--dino_local_size={cfg.dino_local_size} must be smaller than the global crops ({size} px: "
@@ -187,6 +199,8 @@ def pretext_kwargs(cfg: TrainConfig) -> dict:
 
 def build_data(cfg: TrainConfig):
     "Load and cache the dataset and make the loaders: `(dls, labelled train set, valid set, valid transform)`."
+    if not 0 <= cfg.data.jitter <= 2.5:
+        raise ConfigError(f"--data.jitter must be between 0 and 2.5 (hue jitter 0.2 x jitter <= 0.5), got {cfg.data.jitter}")
     splits = load_dataset(cfg.data.dataset, size=cfg.data.size, download=cfg.data.download)
     pre_splits = [s for s in cfg.data.pretrain_splits.split(",") if s] if cfg.task not in ("supervised", "supcon") else []
     for s in (cfg.data.train_split, cfg.data.valid_split, *pre_splits):
@@ -203,7 +217,7 @@ def build_data(cfg: TrainConfig):
             warnings.warn(f"--data.pretrain_size={cfg.data.pretrain_size} applies to self-supervised tasks: "
                           f"--task=supervised trains at --data.size={cfg.data.size}", stacklevel=2)
         aug = {"none": [], "basic": [basic_augment(cfg.data.size, scale=(cfg.data.crop_scale, 1.0))],
-               "simclr": [simclr_augment(cfg.data.size, scale=(cfg.data.crop_scale, 1.0))]}[cfg.data.augment]
+               "simclr": [simclr_augment(cfg.data.size, scale=(cfg.data.crop_scale, 1.0), strength=cfg.data.jitter)]}[cfg.data.augment]
         norm = [vt] if vt is not None else []
         dls = make_loaders(train, valid, cfg.data.batch_size, transform=Compose(aug + norm) if aug + norm else None,
                            valid_transform=vt, **kw)
@@ -213,13 +227,14 @@ def build_data(cfg: TrainConfig):
     return dls, train, valid, vt
 
 def build_model(cfg: TrainConfig, n_classes: int) -> nn.Module:
-    "The model `cfg.task` trains: a classifier, a pretext model, or a simclr / supcon / dino method."
+    "The model `cfg.task` trains: a classifier, a pretext model, or a simclr / supcon / byol / dino method."
     enc_kw = {k: True for k in ("cifar_stem", "pretrained") if getattr(cfg, k)}
     if enc_kw and cfg.encoder not in TV_FAMILIES and not cfg.encoder.startswith("timm:"):
         raise ConfigError(f"--{'/--'.join(enc_kw)} apply to torchvision (or timm) encoders, not to {cfg.encoder!r}")
     common = dict(encoder=cfg.encoder, encoder_kwargs=enc_kw or None)
     if cfg.task == "supervised": return create_model("classifier", n_classes=n_classes, dropout=cfg.dropout, **common)
     if cfg.task in ("simclr", "supcon"): return create_model(cfg.task, temperature=cfg.temperature, proj_dim=cfg.proj_dim, **common)
+    if cfg.task == "byol": return create_model("byol", proj_dim=cfg.proj_dim, **common)
     if cfg.task == "dino":
         return create_model("dino", out_dim=cfg.dino_out_dim, n_local=cfg.dino_n_local, epochs=cfg.epochs,
                             teacher_temp=cfg.teacher_temp, warmup_teacher_temp=min(0.04, cfg.teacher_temp), **common)
@@ -261,6 +276,7 @@ def training_callbacks(cfg: TrainConfig) -> list:
         cbs.append(ScheduleCB("weight_decay", lambda epochs, iters_per_epoch: cosine_schedule(
             cfg.wd, cfg.dino_wd_end, epochs, iters_per_epoch)))
         if cfg.grad_clip is None: cbs.append(GradClipCB(3.0))          # DINO clips gradients at norm 3
+    if cfg.task == "byol": cbs.append(EMATeacherCB(momentum=cfg.dino_momentum))
     if cfg.amp: cbs.append(MixedPrecisionCB())
     if cfg.channels_last: cbs.append(ChannelsLastCB())
     if cfg.grad_clip: cbs.append(GradClipCB(cfg.grad_clip))

@@ -17,7 +17,7 @@ from .core import get_rank
 from .distributed import all_gather_cat, all_gather_grad
 
 # %% auto #0
-__all__ = ['FocalLoss', 'SupervisedLoss', 'float32_loss', 'NTXentLoss', 'SupConLoss', 'MarginContrastiveLoss',
+__all__ = ['FocalLoss', 'SupervisedLoss', 'float32_loss', 'NTXentLoss', 'SupConLoss', 'BYOLLoss', 'MarginContrastiveLoss',
            'PairwiseDistanceLoss', 'DINOLoss']
 
 # %% ../../nbs/07_losses.ipynb #ff155b98
@@ -118,6 +118,13 @@ class SupConLoss(nn.Module):
         pos[i, off + i] = False
         logp = logits.log_softmax(1).masked_fill(~pos, 0.0)
         return -(logp.sum(1) / pos.sum(1).clamp_min(1)).mean()
+
+class BYOLLoss(nn.Module):
+    "BYOL's regression loss (Grill et al. 2020): `forward(p (B, d), z (B, d)) -> mean of 2 - 2 cos(p, z)`; no gradient into the target `z`."
+    @float32_loss
+    def forward(self, p, z):
+        if p.shape != z.shape or p.ndim != 2: raise ValueError(f"BYOL needs two (B, d) tensors, got {tuple(p.shape)} and {tuple(z.shape)}")
+        return (2 - 2 * F.cosine_similarity(p.float(), z.detach().float(), dim=1)).mean()
 
 # %% ../../nbs/07_losses.ipynb #e615129b
 class MarginContrastiveLoss(nn.Module):

@@ -18,11 +18,12 @@ from .checkpoint import _unwrap, register_model
 from .encoders import create_encoder
 from .heads import DINOHead, DotProductHead, LinearHead, simclr_projection
 from .learner import Callback
-from .losses import DINOLoss, NTXentLoss, PairwiseDistanceLoss, SupConLoss
+from .losses import BYOLLoss, DINOLoss, NTXentLoss, PairwiseDistanceLoss, SupConLoss
 from .pretext import LOSSES, create_pretext
 
 # %% auto #0
-__all__ = ['SimCLR', 'SupCon', 'DINO', 'teacher_momentum', 'DINOCB', 'simclr', 'supcon', 'dino', 'Pretext', 'pretext']
+__all__ = ['SimCLR', 'SupCon', 'DINO', 'teacher_momentum', 'EMATeacherCB', 'DINOCB', 'BYOL', 'simclr', 'supcon', 'byol', 'dino',
+           'Pretext', 'pretext']
 
 # %% ../../nbs/08_methods.ipynb #273ed9b5
 def _views(batch) -> list[torch.Tensor]:
@@ -40,13 +41,18 @@ class SimCLR(nn.Module):
         self.loss = NTXentLoss(temperature)
 
     def embed(self, views):
-        "Projections of every view, `(V, B, proj_dim)`, from one encoder pass over the concatenated views."
-        z = self.projector(self.encoder(torch.cat(views)))
+        "Projections of every view, `(V, B, proj_dim)`: one encoder pass over each run of same-sized views."
+        z, i = [], 0
+        while i < len(views):
+            j = next((k for k in range(i, len(views)) if views[k].shape != views[i].shape), len(views))
+            z.append(self.projector(self.encoder(torch.cat(views[i:j])))); i = j
+        z = torch.cat(z)
         return z.view(len(views), -1, z.shape[-1])
 
     def forward(self, batch) -> dict:
         z = self.embed(_views(batch))
-        return dict(loss=self.loss(z[0], z[1]), z=z[0].detach())
+        pairs = [(0, 1)] + [(g, v) for g in (0, 1) for v in range(2, len(z))]      # multi-crop: each small crop vs both views
+        return dict(loss=sum(self.loss(z[a], z[b]) for a, b in pairs) / len(pairs), z=z[0].detach())
 
 class SupCon(SimCLR):
     "Supervised contrastive learning: every view of the same class is a positive (Khosla et al. 2020)."
@@ -67,7 +73,22 @@ class _Branch(nn.Module):
         super().__init__(); self.encoder, self.head = encoder, head
     def forward(self, x): return self.head(self.encoder(x))
 
-class DINO(nn.Module):
+class _EMATeacher(nn.Module):
+    "A student trained by the loss and a teacher that follows it by EMA; kNN evaluation on the teacher's encoder."
+    @property
+    def encoder(self) -> nn.Module: return self.student.encoder
+    @property
+    def knn_encoder(self) -> nn.Module: return self.teacher.encoder
+
+    @torch.no_grad()
+    def update_teacher(self, momentum: float):
+        "teacher = momentum * teacher + (1 - momentum) * student, parameter by parameter."
+        ps = [p.detach() for p in self.student.parameters()]
+        pt = list(self.teacher.parameters())
+        torch._foreach_mul_(pt, momentum)
+        torch._foreach_add_(pt, ps, alpha=1 - momentum)
+
+class DINO(_EMATeacher):
     "DINO self-distillation: student on all crops, EMA teacher on global crops, DINOLoss (Caron et al. 2021)."
     def __init__(self, encoder: nn.Module, out_dim: int = 4096, hidden_dim: int = 512, bottleneck_dim: int = 128,
                  n_global: int = 2, n_local: int = 6, epochs: int = 100, warmup_teacher_temp: float = 0.04,
@@ -85,11 +106,6 @@ class DINO(nn.Module):
                              n_epochs=epochs, student_temp=student_temp, center_momentum=center_momentum)
         self.epoch = 0                                   # set by DINOCB before each epoch (teacher temperature)
 
-    @property
-    def encoder(self) -> nn.Module: return self.student.encoder
-    @property
-    def knn_encoder(self) -> nn.Module: return self.teacher.encoder
-
     def forward(self, batch) -> dict:
         crops = _views(batch)
         if len(crops) != self.n_global + self.n_local:
@@ -100,29 +116,35 @@ class DINO(nn.Module):
         loss = self.loss(torch.cat(s), t, self.epoch)
         return dict(loss=loss)
 
-    @torch.no_grad()
-    def update_teacher(self, momentum: float):
-        "teacher = momentum * teacher + (1 - momentum) * student, parameter by parameter."
-        ps = [p.detach() for p in self.student.parameters()]
-        pt = list(self.teacher.parameters())
-        torch._foreach_mul_(pt, momentum)
-        torch._foreach_add_(pt, ps, alpha=1 - momentum)
-
 def teacher_momentum(step: int, total: int, base: float = 0.996) -> float:
-    "DINO's teacher momentum at optimiser step `step` of `total`: `base` -> 1 on a cosine."
+    "DINO's / BYOL's teacher momentum at optimiser step `step` of `total`: `base` -> 1 on a cosine."
     return 1 - (1 - base) * (math.cos(math.pi * min(step, total) / max(total, 1)) + 1) / 2
 
-class DINOCB(Callback):
-    "Drives a `DINO` model: epoch for the loss, last-layer freezing for `freeze_last_layer` epochs, EMA teacher update."
+class EMATeacherCB(Callback):
+    "After each optimiser step, moves a DINO / BYOL teacher towards its student (momentum `momentum` -> 1 on a cosine)."
     order = 5
-    def __init__(self, momentum: float = 0.996, freeze_last_layer: int = 1):
+    def __init__(self, momentum: float = 0.996):
         if not 0 <= momentum <= 1: raise ValueError(f"teacher momentum must be in [0, 1], got {momentum}")
-        self.momentum, self.freeze_last_layer = momentum, freeze_last_layer
+        self.momentum = momentum
 
     def before_fit(self, learn):
-        self.dino = _unwrap(learn.model)
-        if not isinstance(self.dino, DINO): raise TypeError(f"DINOCB needs a DINO model, got {type(self.dino).__name__}")
+        self.model = _unwrap(learn.model)
+        if not isinstance(self.model, _EMATeacher):
+            raise TypeError(f"{type(self).__name__} needs a model with an EMA teacher (DINO, BYOL), got {type(self.model).__name__}")
         self.total = learn.n_epochs * len(learn.dls.train)
+
+    def after_step(self, learn):
+        self.model.update_teacher(teacher_momentum(learn.step - 1, self.total, self.momentum))
+
+class DINOCB(EMATeacherCB):
+    "Drives a `DINO` model: epoch for the loss, last-layer freezing for `freeze_last_layer` epochs, EMA teacher update."
+    def __init__(self, momentum: float = 0.996, freeze_last_layer: int = 1):
+        super().__init__(momentum); self.freeze_last_layer = freeze_last_layer
+
+    def before_fit(self, learn):
+        super().before_fit(learn)
+        if not isinstance(self.model, DINO): raise TypeError(f"DINOCB needs a DINO model, got {type(self.model).__name__}")
+        self.dino = self.model
 
     def before_epoch(self, learn): self.dino.epoch = learn.epoch
 
@@ -130,8 +152,24 @@ class DINOCB(Callback):
         if learn.epoch < self.freeze_last_layer:
             for p in self.dino.student.head.last_layer.parameters(): p.grad = None
 
-    def after_step(self, learn):
-        self.dino.update_teacher(teacher_momentum(learn.step - 1, self.total, self.momentum))
+# %% ../../nbs/08_methods.ipynb #02475226
+class BYOL(_EMATeacher):
+    "BYOL: the student's predictor regresses the EMA teacher's projection of the other view, no negatives (Grill et al. 2020)."
+    def __init__(self, encoder: nn.Module, proj_hidden: int = 512, proj_dim: int = 128, pred_hidden: int = 512):
+        super().__init__()
+        self.student = _Branch(encoder, simclr_projection(encoder.num_features, proj_hidden, proj_dim))
+        self.teacher = copy.deepcopy(self.student).requires_grad_(False)
+        self.predictor = simclr_projection(proj_dim, pred_hidden, proj_dim)
+        self.loss = BYOLLoss()
+
+    def forward(self, batch) -> dict:
+        v = _views(batch)
+        if len(v) != 2: raise ValueError(f"BYOL takes 2 views per image, got {len(v)}")
+        x = torch.cat(v)
+        z = self.student(x)
+        p0, p1 = self.predictor(z).chunk(2)
+        with torch.no_grad(): t0, t1 = self.teacher(x).chunk(2)
+        return dict(loss=(self.loss(p0, t1) + self.loss(p1, t0)) / 2, z=z[:len(v[0])].detach())
 
 # %% ../../nbs/08_methods.ipynb #74ba23de
 @register_model(name="simclr")
@@ -144,12 +182,17 @@ def supcon(encoder: str = "conv", encoder_kwargs: dict | None = None, **kw) -> S
     "A SupCon model around the registered encoder `encoder`."
     return SupCon(create_encoder(encoder, **(encoder_kwargs or {})), **kw)
 
+@register_model(name="byol")
+def byol(encoder: str = "conv", encoder_kwargs: dict | None = None, **kw) -> BYOL:
+    "A BYOL model (student, predictor, EMA teacher) around the registered encoder `encoder`."
+    return BYOL(create_encoder(encoder, **(encoder_kwargs or {})), **kw)
+
 @register_model(name="dino")
 def dino(encoder: str = "conv", encoder_kwargs: dict | None = None, **kw) -> DINO:
     "A DINO model (student + teacher) around the registered encoder `encoder`."
     return DINO(create_encoder(encoder, **(encoder_kwargs or {})), **kw)
 
-# %% ../../nbs/08_methods.ipynb #3898c243
+# %% ../../nbs/08_methods.ipynb #9771b132
 class Pretext(nn.Module):
     "Encoder + head for a pretext task (`n_outputs`, `loss` in ce|bce|soft_ce|mse|pdist, `multi`); `forward(batch) -> dict(loss, logits)`."
     def __init__(self, encoder: nn.Module, n_outputs: int, loss: str = "ce", multi: bool = False, dim: int = 128):

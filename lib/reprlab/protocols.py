@@ -79,8 +79,8 @@ def protocol_configs(cfg: TrainConfig) -> dict[str, TrainConfig]:
     base = dataclasses.replace(cfg, protocol="none")
     d0 = DataConfig()
     sup = dataclasses.replace(base, task="supervised", lr=cfg.ft_lr, monitor="accuracy", mode="max",
-                              data=dataclasses.replace(cfg.data, augment=d0.augment, crop_scale=d0.crop_scale, batch_size=d0.batch_size,
-                                                       pretrain_size=0))
+                              data=dataclasses.replace(cfg.data, augment=d0.augment, crop_scale=d0.crop_scale, jitter=d0.jitter,
+                                                       batch_size=d0.batch_size, pretrain_size=0))
     arms = {}
     if cfg.task != "supervised":
         arms["pretrain"] = dataclasses.replace(base, name=f"{cfg.name}/pretrain")

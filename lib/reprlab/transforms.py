@@ -23,7 +23,7 @@ __all__ = ['IMAGENET_MEAN', 'IMAGENET_STD', 'CIFAR10_MEAN', 'CIFAR10_STD', 'to_f
            'RandomResizedCrop', 'RandomHorizontalFlip', 'RandomVerticalFlip', 'RandomRotation', 'ColorJitter',
            'Grayscale', 'RandomGrayscale', 'GaussianBlur', 'RandomSolarize', 'GaussianNoise', 'Normalize',
            'Denormalize', 'RandomTransform', 'Compose', 'MultiView', 'MultiCrop', 'basic_augment', 'simclr_augment',
-           'dino_augment']
+           'simclr_multicrop', 'dino_augment']
 
 # %% ../../nbs/03_transforms.ipynb #35354a5a
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
@@ -579,11 +579,18 @@ def basic_augment(size, scale=(0.08, 1.0), normalize=None) -> Compose:
 
 def simclr_augment(size, scale=(0.08, 1.0), strength: float = 0.5, blur: bool | None = None, normalize=None) -> Compose:
     "SimCLR's augmentation: crop, flip, colour jitter (p=0.8), grayscale (p=0.2), blur (p=0.5; default for size >= 64)."
-    s = strength
+    return Compose([RandomResizedCrop(size, scale), *_simclr_view(size, strength, blur, normalize)])
+
+def _simclr_view(size, s: float, blur, normalize) -> list:
     blur = max(_pair(size, "size")) >= 64 if blur is None else blur
-    return Compose([RandomResizedCrop(size, scale), RandomHorizontalFlip(),
-                    RandomTransform(ColorJitter(0.8 * s, 0.8 * s, 0.8 * s, 0.2 * s), p=0.8), RandomGrayscale(0.2),
-                    RandomTransform(GaussianBlur(_blur_kernel(size)), p=0.5) if blur else None, *_tail(normalize)])
+    return [RandomHorizontalFlip(), RandomTransform(ColorJitter(0.8 * s, 0.8 * s, 0.8 * s, 0.2 * s), p=0.8), RandomGrayscale(0.2),
+            RandomTransform(GaussianBlur(_blur_kernel(size)), p=0.5) if blur else None, *_tail(normalize)]
+
+def simclr_multicrop(size, local_size, n_local: int = 4, scale=(0.08, 1.0), local_scale=(0.05, 0.25), strength: float = 0.5,
+                     blur: bool | None = None, normalize=None) -> MultiCrop:
+    "SimCLR's two views plus `n_local` small crops at `local_size` (multi-crop, Caron et al. 2020), each with SimCLR's jitter."
+    return MultiCrop(size, local_size, 2, n_local, scale, local_scale, Compose(_simclr_view(size, strength, blur, normalize)),
+                     Compose(_simclr_view(local_size, strength, blur, normalize)))
 
 def dino_augment(global_size=224, local_size=96, n_local: int = 6, global_scale=(0.4, 1.0), local_scale=(0.05, 0.4),
                  blur: bool | None = None, normalize=None) -> MultiCrop:
