@@ -8,6 +8,7 @@ and pretext-task models."""
 from __future__ import annotations
 
 import copy
+import itertools
 import math
 
 import torch
@@ -42,11 +43,7 @@ class SimCLR(nn.Module):
 
     def embed(self, views):
         "Projections of every view, `(V, B, proj_dim)`: one encoder pass over each run of same-sized views."
-        z, i = [], 0
-        while i < len(views):
-            j = next((k for k in range(i, len(views)) if views[k].shape != views[i].shape), len(views))
-            z.append(self.projector(self.encoder(torch.cat(views[i:j])))); i = j
-        z = torch.cat(z)
+        z = torch.cat([self.projector(self.encoder(torch.cat(list(vs)))) for _, vs in itertools.groupby(views, key=lambda v: v.shape)])
         return z.view(len(views), -1, z.shape[-1])
 
     def forward(self, batch) -> dict:
@@ -144,13 +141,12 @@ class DINOCB(EMATeacherCB):
     def before_fit(self, learn):
         super().before_fit(learn)
         if not isinstance(self.model, DINO): raise TypeError(f"DINOCB needs a DINO model, got {type(self.model).__name__}")
-        self.dino = self.model
 
-    def before_epoch(self, learn): self.dino.epoch = learn.epoch
+    def before_epoch(self, learn): self.model.epoch = learn.epoch
 
     def after_backward(self, learn):
         if learn.epoch < self.freeze_last_layer:
-            for p in self.dino.student.head.last_layer.parameters(): p.grad = None
+            for p in self.model.student.head.last_layer.parameters(): p.grad = None
 
 # %% ../../nbs/08_methods.ipynb #02475226
 class BYOL(_EMATeacher):
