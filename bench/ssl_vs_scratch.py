@@ -39,6 +39,7 @@ TRAIN = ROOT / "bin" / "s01-train.py"
 METHODS = ["rotation", "jigsaw", "patchwork", "mixup", "simclr", "dino"]
 PRETRAIN = {"simclr": ["--lr=0.003", "--data.crop_scale=0.2", "--data.pretrain_size=16"],
             "byol": ["--lr=0.003", "--data.crop_scale=0.2", "--data.pretrain_size=16"],     # not in METHODS: below SimCLR
+            "nnclr": ["--lr=0.003", "--data.crop_scale=0.2", "--data.pretrain_size=16", "--temperature=0.1"],   # not in METHODS: ties SimCLR
             "dino": ["--lr=0.001", "--data.crop_scale=0.3", "--data.pretrain_size=16", "--dino_local_size=8"]}
 
 
@@ -68,7 +69,7 @@ def main():
     ap.add_argument("--budget_s", type=float, default=780, help="seconds per arm: pretraining + fine-tuning, or scratch")
     ap.add_argument("--finetune_s", type=float, default=60)
     ap.add_argument("--seeds", default="0,1,2")
-    ap.add_argument("--methods", default=",".join(METHODS), help="comma-separated tasks (byol too: not run by default)")
+    ap.add_argument("--methods", default=",".join(METHODS), help="comma-separated tasks (byol and nnclr too: not run by default)")
     ap.add_argument("--first_seed_only", default="", help="methods run with the first seed only (to fit a session); the claim "
                     "compares the methods run with every seed")
     ap.add_argument("--encoder", default="conv")

@@ -10,7 +10,7 @@ from reprlab.checkpoint import load_checkpoint, load_encoder, load_model
 from reprlab.experiments import DataConfig, TrainConfig, train
 from reprlab.testing import make_imagewang
 
-TASKS = ["rotation", "quadrant", "jigsaw", "patchwork", "transform_detect", "mixup", "scale", "simclr", "supcon", "byol", "dino"]
+TASKS = ["rotation", "quadrant", "jigsaw", "patchwork", "transform_detect", "mixup", "scale", "simclr", "supcon", "byol", "nnclr", "dino"]
 
 
 @pytest.fixture(scope="module")
@@ -87,6 +87,8 @@ def test_pretrain_size_sets_the_views(tiny, monkeypatch):
         build_data(TrainConfig(task="simclr", data=DataConfig(dataset="tiny", size=16, jitter=3.0)))
     with pytest.raises(ConfigError, match="byol takes 2 views, got --simclr_n_local=2"):
         build_data(TrainConfig(task="byol", simclr_n_local=2, data=data("byol", 8)))
+    with pytest.raises(ConfigError, match="nnclr takes 2 views, got --simclr_n_local=2"):
+        build_data(TrainConfig(task="nnclr", simclr_n_local=2, data=data("nnclr", 8)))
     with pytest.raises(ConfigError, match="simclr_n_local must be >= 0, got -1"):
         build_data(TrainConfig(task="simclr", simclr_n_local=-1, data=data("simclr", 8)))
     with pytest.raises(ConfigError, match="dino_local_size=8 must be smaller than the global crops .8 px"):
@@ -154,3 +156,23 @@ def test_interrupted_protocol_resumes_exactly(tiny, tmp_path, monkeypatch):
         assert all(torch.equal(a[k], b[k]) for k in a), arm
     starts = [l for l in (tmp_path / "int" / "pretrain" / "log.jsonl").read_text().splitlines() if '"start"' in l]
     assert len(starts) == 1                                                    # the finished arm was not trained again
+
+
+def test_imix_trains_and_is_recorded(tiny, monkeypatch):
+    from reprlab.config import ConfigError
+    from reprlab.experiments import build_model
+    root, reg = tiny
+    monkeypatch.setenv("REPRLAB_DATASETS", str(reg)); monkeypatch.setenv("REPRLAB_CACHE", str(root / "cache"))
+    cfg = TrainConfig(task="simclr", simclr_mix=1.0, name="imix", runs_dir=root / "runs", epochs=1, quiet=True, threads=1,
+                      knn_k=3, data=DataConfig(dataset="tiny", size=16, batch_size=8, num_workers=0))
+    s = train(cfg, argv=["test"])
+    assert s["final"]["train_loss"] == s["final"]["train_loss"] and 0 <= s["final"]["knn_accuracy"] <= 1
+    assert load_model(root / "runs" / "imix" / "checkpoints" / "last.pt").mix_alpha == 1.0   # rebuilt with i-Mix on
+    with pytest.raises(ConfigError, match="--simclr_mix=1.0 applies to --task=simclr with 2 views .* --task=byol"):
+        build_model(TrainConfig(task="byol", simclr_mix=1.0), 3)
+    with pytest.raises(ConfigError, match="--simclr_n_local=2"):
+        build_model(TrainConfig(task="simclr", simclr_mix=1.0, simclr_n_local=2), 3)
+    with pytest.raises(ConfigError, match="--simclr_mix must be >= 0 .* got -0.5"):
+        build_model(TrainConfig(task="simclr", simclr_mix=-0.5), 3)
+    with pytest.raises(ConfigError, match="--nnclr_queue must be >= 1, got 0"):
+        build_model(TrainConfig(task="nnclr", nnclr_queue=0), 3)

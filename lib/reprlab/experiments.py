@@ -105,7 +105,7 @@ class TrainConfig:
     name: str = opt("", "run name -> runs/<name> (default: <task>-<encoder>-<date>-<time>)")
     runs_dir: Path = opt(Path("runs"), "parent folder of the run directories")
     task: Literal["supervised", "patchwork", "mixup", "scale", "quadrant", "rotation", "jigsaw", "transform_detect",
-                  "simclr", "supcon", "byol", "dino"] = opt("supervised", "what to train: supervised, a pretext task, or simclr / supcon / byol / dino")
+                  "simclr", "supcon", "byol", "nnclr", "dino"] = opt("supervised", "what to train: supervised, a pretext task, or simclr / supcon / byol / nnclr / dino")
     encoder: str = opt("conv", "encoder name from the registry (conv, conv_res, resnet18, ..., vit_mini, timm:<name>)")
     cifar_stem: bool = opt(False, "torchvision encoders: 3x3 stride-1 first conv and no max-pool, for 32 px images")
     pretrained: bool = opt(False, "torchvision encoders: start from torchvision's weights (local torch cache only)")
@@ -133,10 +133,12 @@ class TrainConfig:
     resume: Path | None = opt(None, "checkpoint to resume from exactly (e.g. runs/<name>/checkpoints/last.pt)")
     knn_every: int = opt(1, "self-supervised tasks: kNN accuracy (train labels -> val) every N epochs (0: never)")
     knn_k: int = opt(20, "neighbours of the kNN monitor")
-    temperature: float = opt(0.2, "simclr / supcon temperature")
-    proj_dim: int = opt(128, "simclr / supcon / byol projection size")
+    temperature: float = opt(0.2, "simclr / supcon / nnclr temperature")
+    proj_dim: int = opt(128, "simclr / supcon / byol / nnclr projection size")
     simclr_n_local: int = opt(0, "simclr / supcon: small crops besides the 2 views (multi-crop), each contrasted with both views")
     simclr_local_size: int = opt(8, "simclr / supcon: side of the small crops in pixels")
+    simclr_mix: float = opt(0.0, "simclr: i-Mix alpha (each first view mixed with another image's, soft targets; 0: off)")
+    nnclr_queue: int = opt(4096, "nnclr: past projections kept as the pool of nearest-neighbour positives")
     dino_out_dim: int = opt(1024, "dino: prototypes of the DINO head")
     dino_n_local: int = opt(4, "dino: local crops (besides the 2 global ones)")
     dino_local_size: int = opt(16, "dino: local crop size in pixels")
@@ -164,13 +166,13 @@ class TrainConfig:
 
 # %% ../../nbs/20_experiments.ipynb #9f347251
 def _task_transform(cfg: TrainConfig, stats):
-    "The training transform of a self-supervised task: views for simclr/supcon/byol (multi-crop with --simclr_n_local), multi-crop for dino, a pretext task."
+    "The training transform of a self-supervised task: views for simclr/supcon/byol/nnclr (multi-crop with --simclr_n_local), multi-crop for dino, a pretext task."
     size, scale = cfg.data.pretrain_size or cfg.data.size, (cfg.data.crop_scale, 1.0)
     if not 0 <= cfg.data.pretrain_size <= cfg.data.size:
         raise ConfigError(f"--data.pretrain_size must be between 0 (= --data.size) and --data.size={cfg.data.size}, got {cfg.data.pretrain_size}")
-    if cfg.task == "byol" and cfg.simclr_n_local:
-        raise ConfigError(f"--simclr_n_local applies to --task=simclr or supcon; byol takes 2 views, got --simclr_n_local={cfg.simclr_n_local}")
-    if cfg.task in ("simclr", "supcon", "byol"):
+    if cfg.task in ("byol", "nnclr") and cfg.simclr_n_local:
+        raise ConfigError(f"--simclr_n_local applies to --task=simclr or supcon; {cfg.task} takes 2 views, got --simclr_n_local={cfg.simclr_n_local}")
+    if cfg.task in ("simclr", "supcon", "byol", "nnclr"):
         if cfg.simclr_n_local < 0: raise ConfigError(f"--simclr_n_local must be >= 0, got {cfg.simclr_n_local}")
         if cfg.simclr_n_local:
             if not 0 < cfg.simclr_local_size < size:
@@ -227,14 +229,23 @@ def build_data(cfg: TrainConfig):
     return dls, train, valid, vt
 
 def build_model(cfg: TrainConfig, n_classes: int) -> nn.Module:
-    "The model `cfg.task` trains: a classifier, a pretext model, or a simclr / supcon / byol / dino method."
+    "The model `cfg.task` trains: a classifier, a pretext model, or a simclr / supcon / byol / nnclr / dino method."
     enc_kw = {k: True for k in ("cifar_stem", "pretrained") if getattr(cfg, k)}
     if enc_kw and cfg.encoder not in TV_FAMILIES and not cfg.encoder.startswith("timm:"):
         raise ConfigError(f"--{'/--'.join(enc_kw)} apply to torchvision (or timm) encoders, not to {cfg.encoder!r}")
     common = dict(encoder=cfg.encoder, encoder_kwargs=enc_kw or None)
     if cfg.task == "supervised": return create_model("classifier", n_classes=n_classes, dropout=cfg.dropout, **common)
-    if cfg.task in ("simclr", "supcon"): return create_model(cfg.task, temperature=cfg.temperature, proj_dim=cfg.proj_dim, **common)
+    if cfg.simclr_mix and (cfg.task != "simclr" or cfg.simclr_n_local):
+        raise ConfigError(f"--simclr_mix={cfg.simclr_mix} applies to --task=simclr with 2 views (--simclr_n_local=0), "
+                          f"got --task={cfg.task} --simclr_n_local={cfg.simclr_n_local}")
+    if cfg.simclr_mix < 0: raise ConfigError(f"--simclr_mix must be >= 0 (0: off), got {cfg.simclr_mix}")
+    if cfg.task == "simclr":
+        return create_model("simclr", temperature=cfg.temperature, proj_dim=cfg.proj_dim, mix_alpha=cfg.simclr_mix, **common)
+    if cfg.task == "supcon": return create_model("supcon", temperature=cfg.temperature, proj_dim=cfg.proj_dim, **common)
     if cfg.task == "byol": return create_model("byol", proj_dim=cfg.proj_dim, **common)
+    if cfg.task == "nnclr":
+        if cfg.nnclr_queue < 1: raise ConfigError(f"--nnclr_queue must be >= 1, got {cfg.nnclr_queue}")
+        return create_model("nnclr", proj_dim=cfg.proj_dim, temperature=cfg.temperature, queue_size=cfg.nnclr_queue, **common)
     if cfg.task == "dino":
         return create_model("dino", out_dim=cfg.dino_out_dim, n_local=cfg.dino_n_local, epochs=cfg.epochs,
                             teacher_temp=cfg.teacher_temp, warmup_teacher_temp=min(0.04, cfg.teacher_temp), **common)

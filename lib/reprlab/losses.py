@@ -17,8 +17,8 @@ from .core import get_rank
 from .distributed import all_gather_cat, all_gather_grad
 
 # %% auto #0
-__all__ = ['FocalLoss', 'SupervisedLoss', 'float32_loss', 'NTXentLoss', 'SupConLoss', 'BYOLLoss', 'MarginContrastiveLoss',
-           'PairwiseDistanceLoss', 'DINOLoss']
+__all__ = ['FocalLoss', 'SupervisedLoss', 'float32_loss', 'NTXentLoss', 'SupConLoss', 'BYOLLoss', 'IMixLoss',
+           'MarginContrastiveLoss', 'PairwiseDistanceLoss', 'DINOLoss']
 
 # %% ../../nbs/07_losses.ipynb #ff155b98
 def _check_targets(logits, y):
@@ -125,6 +125,20 @@ class BYOLLoss(nn.Module):
     def forward(self, p, z):
         if p.shape != z.shape or p.ndim != 2: raise ValueError(f"BYOL needs two (B, d) tensors, got {tuple(p.shape)} and {tuple(z.shape)}")
         return (2 - 2 * F.cosine_similarity(p.float(), z.detach().float(), dim=1)).mean()
+
+class IMixLoss(nn.Module):
+    "i-Mix (Lee et al. 2021): `forward(z_mix (B, d), z (B, d), perm (B,), lam (B,))`; anchor i mixes images i and perm[i], its soft positives."
+    def __init__(self, temperature: float = 0.2):
+        super().__init__(); self.t = _check_temperature(temperature)
+
+    @float32_loss
+    def forward(self, z_mix, z, perm, lam):
+        if z_mix.shape != z.shape or z.ndim != 2 or perm.shape != (len(z),) or lam.shape != (len(z),):
+            raise ValueError(f"i-Mix needs two (B, d) tensors and (B,) perm and lam, got {tuple(z_mix.shape)}, {tuple(z.shape)}, "
+                             f"{tuple(perm.shape)}, {tuple(lam.shape)}")
+        logp = (F.normalize(z_mix.float(), dim=1) @ F.normalize(z.float(), dim=1).T / self.t).log_softmax(1)
+        i = torch.arange(len(z), device=z.device)
+        return -(lam * logp[i, i] + (1 - lam) * logp[i, perm]).mean()
 
 # %% ../../nbs/07_losses.ipynb #e615129b
 class MarginContrastiveLoss(nn.Module):
