@@ -176,3 +176,29 @@ def test_imix_trains_and_is_recorded(tiny, monkeypatch):
         build_model(TrainConfig(task="simclr", simclr_mix=-0.5), 3)
     with pytest.raises(ConfigError, match="--nnclr_queue must be >= 1, got 0"):
         build_model(TrainConfig(task="nnclr", nnclr_queue=0), 3)
+
+
+@pytest.mark.parametrize("task,extra", [("nnclr", {}), ("simclr", {"simclr_mix": 1.0})])
+def test_nnclr_and_imix_resume_exactly(task, extra, tiny, tmp_path, monkeypatch):
+    "Ctrl-C after epoch 1 of 3, then --resume: the same weights, queue and queue pointer as an uninterrupted run."
+    import dataclasses
+    import reprlab.experiments as E
+    from reprlab.learner import Callback
+    root, reg = tiny
+    monkeypatch.setenv("REPRLAB_DATASETS", str(reg)); monkeypatch.setenv("REPRLAB_CACHE", str(root / "cache"))
+    base = TrainConfig(task=task, runs_dir=tmp_path, epochs=3, quiet=True, threads=1, knn_k=3, **extra,
+                       data=DataConfig(dataset="tiny", size=16, batch_size=8, num_workers=0))
+    train(dataclasses.replace(base, name="ref"), argv=["test"])
+
+    class CtrlC(Callback):
+        order = 1000
+        def after_epoch(self, learn):
+            if learn.epoch == 1: raise KeyboardInterrupt
+    real = E.build_callbacks
+    monkeypatch.setattr(E, "build_callbacks", lambda cfg, run, data=None: real(cfg, run, data) + [CtrlC()])
+    with pytest.raises(KeyboardInterrupt): train(dataclasses.replace(base, name="int"), argv=["test"])
+    monkeypatch.setattr(E, "build_callbacks", real)
+    train(dataclasses.replace(base, name="int", resume=tmp_path / "int" / "checkpoints" / "last.pt"), argv=["test"])
+    a, b = (load_checkpoint(tmp_path / n / "checkpoints" / "last.pt")["model"] for n in ("ref", "int"))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    if task == "nnclr": assert int(a["queue_ptr"]) == 3 * 48      # 24 unsup + 24 train images, 3 epochs, all enqueued
