@@ -154,6 +154,8 @@ class TrainConfig:
     finetune_s: float = opt(60.0, "protocol: seconds of the budget spent fine-tuning (short fine-tuning keeps more of the pretraining)")
     scratch: bool = opt(True, "protocol: also train the scratch arm (supervised from random weights, whole budget)")
     ft_lr: float = opt(5e-3, "protocol: learning rate of fine-tuning and of the scratch arm")
+    ft_optimizer: Literal["adamw", "sgd", "lars"] = opt("adamw", "protocol: optimiser of fine-tuning and of the scratch arm (--optimizer is the pretraining's)")
+    ft_wd: float = opt(0.05, "protocol: weight decay of fine-tuning and of the scratch arm (--wd is the pretraining's)")
     ft_encoder_lr_mult: float = opt(0.3, "protocol: encoder learning rate x this while fine-tuning")
     ft_freeze_epochs: int = opt(2, "protocol: head-only epochs at the start of fine-tuning")
     overfit_batches: int = opt(0, "debug: train on this many fixed batches, augmentation off (0: off)")

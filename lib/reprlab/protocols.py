@@ -78,7 +78,7 @@ def protocol_configs(cfg: TrainConfig) -> dict[str, TrainConfig]:
     if cfg.task == "supcon": raise ConfigError("--protocol=imagewang pretrains without labels; --task=supcon uses them")
     base = dataclasses.replace(cfg, protocol="none")
     d0 = DataConfig()
-    sup = dataclasses.replace(base, task="supervised", lr=cfg.ft_lr, monitor="accuracy", mode="max",
+    sup = dataclasses.replace(base, task="supervised", lr=cfg.ft_lr, optimizer=cfg.ft_optimizer, wd=cfg.ft_wd, monitor="accuracy", mode="max",
                               data=dataclasses.replace(cfg.data, augment=d0.augment, crop_scale=d0.crop_scale, jitter=d0.jitter,
                                                        batch_size=d0.batch_size, pretrain_size=0))
     arms = {}
