@@ -20,7 +20,7 @@ from .encoders import create_encoder
 from .heads import DINOHead, DotProductHead, LinearHead, simclr_projection
 from .learner import Callback
 from .losses import BYOLLoss, DINOLoss, IMixLoss, NTXentLoss, PairwiseDistanceLoss, SupConLoss
-from .pretext import LOSSES, create_pretext
+from .pretext import LOSSES, create_pretext, mix_weights
 
 # %% auto #0
 __all__ = ['mix_batch', 'SimCLR', 'SupCon', 'DINO', 'teacher_momentum', 'EMATeacherCB', 'DINOCB', 'BYOL', 'NNCLR', 'simclr',
@@ -36,7 +36,7 @@ def _views(batch) -> list[torch.Tensor]:
 
 def mix_batch(x: torch.Tensor, alpha: float):
     "i-Mix's input mixing: `(lam x + (1 - lam) x[perm], perm, lam)`, a random `perm` and `lam = max(u, 1 - u)`, `u ~ Beta(alpha, alpha)`."
-    u = torch.distributions.Beta(torch.tensor(float(alpha)), torch.tensor(float(alpha))).sample((len(x),)).to(x.device)
+    u = mix_weights(len(x), None, alpha, alpha).to(x.device)                     # the pretext tasks' Beta draw
     lam, perm = torch.maximum(u, 1 - u), torch.randperm(len(x), device=x.device)
     w = lam.view(-1, *[1] * (x.ndim - 1)).to(x.dtype)
     return w * x + (1 - w) * x[perm], perm, lam
