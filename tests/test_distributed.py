@@ -44,6 +44,7 @@ def test_contrastive_losses_gather_across_processes(tmp_path):
     assert r["grad_err"] < 1e-5                                      # gradients reach the rank that made the rows
     np.testing.assert_allclose(r["supcon_ddp"], r["supcon_full"], rtol=1e-5)   # SupCon: positives from other ranks too
     assert abs(r["supcon_local"] - r["supcon_full"]) > 1e-3 and r["supcon_grad_err"] < 1e-5
+    assert r["nnclr_err"] < 1e-6 and r["nnclr_ptr"] == 2 * r["world"]        # NNCLR: one queue on every rank, all rows in
     assert "same first dimension on every rank" in r["uneven"] and "[4, 6]" in r["uneven"]   # a clear error, not a hang
 
 

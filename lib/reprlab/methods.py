@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .checkpoint import _unwrap, register_model
+from .distributed import all_gather_cat
 from .encoders import create_encoder
 from .heads import DINOHead, DotProductHead, LinearHead, simclr_projection
 from .learner import Callback
@@ -213,7 +214,7 @@ class NNCLR(nn.Module):
         z = self.projector(self.encoder(torch.cat(v)))
         (z0, z1), (p0, p1) = z.chunk(2), self.predictor(z).chunk(2)
         loss = (self.loss(self.nearest(z0), p1) + self.loss(self.nearest(z1), p0)) / 2
-        if self.training: self.enqueue(z0.detach())
+        if self.training: self.enqueue(all_gather_cat(z0.detach()))     # every rank's rows: the queues stay equal
         return dict(loss=loss, z=z0.detach())
 
 # %% ../../nbs/08_methods.ipynb #74ba23de
