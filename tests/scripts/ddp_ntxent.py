@@ -7,10 +7,9 @@ import json
 import sys
 
 import torch
-
-from reprlab.core import get_rank, get_world_size
 import torch.nn.functional as F
 
+from reprlab.core import get_rank, get_world_size
 from reprlab.distributed import all_gather_cat, all_reduce_sum, cleanup_distributed, init_distributed
 from reprlab.losses import NTXentLoss, SupConLoss
 from reprlab.methods import nnclr
