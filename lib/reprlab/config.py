@@ -25,7 +25,7 @@ from .core import atomic_write_text
 
 # %% auto #0
 __all__ = ['ConfigError', 'opt', 'config_to_dict', 'config_from_dict', 'save_config', 'load_config', 'parse_config',
-           'format_config', 'help_text', 'cli']
+           'check_options', 'format_config', 'help_text', 'cli']
 
 # %% ../../nbs/01_config.ipynb #0a33c853
 class ConfigError(ValueError):
@@ -43,14 +43,31 @@ def _in_choices(v, choices) -> bool:
     if isinstance(v, (list, tuple)): return all(x in choices for x in v)
     return v in choices
 
-def opt(default: Any = MISSING, help: str = "", choices=None) -> Field:
-    "A dataclass field with a one-line `help` and allowed `choices`; mutable or dataclass defaults are copied per instance."
+_BOUNDS = {"ge": (">=", lambda v, b: v >= b), "gt": (">", lambda v, b: v > b),
+           "le": ("<=", lambda v, b: v <= b), "lt": ("<", lambda v, b: v < b)}
+
+def _range_text(bounds: dict) -> str:
+    "'>= 1', '> 0 and <= 1': the allowed range of an option, for messages and --help."
+    return " and ".join(f"{_BOUNDS[k][0]} {b}" for k, b in bounds.items())
+
+def _in_range(v, bounds: dict) -> bool:
+    if v is None or isinstance(v, bool) or not bounds: return True
+    if isinstance(v, (list, tuple)): return all(_in_range(x, bounds) for x in v)
+    return all(_BOUNDS[k][1](v, b) for k, b in bounds.items())
+
+def opt(default: Any = MISSING, help: str = "", choices=None, *, ge=None, gt=None, le=None, lt=None) -> Field:
+    "A dataclass field with a one-line `help`, allowed `choices` and bounds (`ge`/`gt`/`le`/`lt`); mutable or dataclass defaults are copied per instance."
     md = {"help": " ".join(str(help).split())}
     if choices is not None:
         md["choices"] = tuple(choices)
         if not md["choices"]: raise ValueError("opt(choices=...) must not be empty")
         if default is not MISSING and not _in_choices(default, md["choices"]):
             raise ValueError(f"opt: default {default!r} is not among choices {md['choices']}")
+    bounds = {k: b for k, b in dict(ge=ge, gt=gt, le=le, lt=lt).items() if b is not None}
+    if bounds:
+        md["bounds"] = bounds
+        if default is not MISSING and not isinstance(default, type) and not _in_range(default, bounds):
+            raise ValueError(f"opt: default {default!r} is not {_range_text(bounds)}")
     if default is MISSING: return field(metadata=md)
     if isinstance(default, type) and is_dataclass(default): return field(default_factory=default, metadata=md)
     if isinstance(default, (list, dict, set)) or is_dataclass(default):
@@ -114,9 +131,11 @@ def _not_choice(where: str, v, choices) -> ConfigError:
     return ConfigError(f"{where}: {_short.repr(v)} is not one of {', '.join(map(repr, choices))}{hint}")
 
 def _check_choices(f: Field, v, where: str):
-    "`v` if it is among the `choices` given to `opt` (each item, for a list), else a `ConfigError`."
+    "`v` if it is among the `choices` and within the bounds given to `opt` (each item, for a list), else a `ConfigError`."
     choices = f.metadata.get("choices")
     if choices is not None and not _in_choices(v, choices): raise _not_choice(where, v, choices)
+    bounds = f.metadata.get("bounds")
+    if bounds and not _in_range(v, bounds): raise ConfigError(f"{where}: expected a value {_range_text(bounds)}, got {_short.repr(v)}")
     return v
 
 def _finite(v: float, where: str, raw) -> float:
@@ -406,6 +425,16 @@ def parse_config(cls, argv=None):
         tree = _tree(cls, d, f"{config_file}: ")
     return _build(cls, _merge(tree, overrides))
 
+# %% ../../nbs/01_config.ipynb #728dbad6
+def check_options(cfg, prefix: str = ""):
+    "Check every option of config instance `cfg` (e.g. built in code) against its `choices` and bounds; returns `cfg`."
+    _check_cfg(cfg)
+    for f in _cfg_fields(type(cfg)):
+        v = getattr(cfg, f.name)
+        if is_dataclass(v) and not isinstance(v, type): check_options(v, f"{prefix}{f.name}.")
+        else: _check_choices(f, v, f"--{prefix}{f.name}")
+    return cfg
+
 # %% ../../nbs/01_config.ipynb #b189527f
 def _flat(cfg, prefix: str = "") -> dict:
     out = {}
@@ -437,10 +466,11 @@ def _option_rows(cls, base, prefix: str, sections: list, rows: list):
         default = getattr(base, f.name) if base is not None else _field_default(f) if has_default else MISSING
         if _is_dc(tp):
             sub = []
-            sections.append((f"{key} options" + (f" ({help})" if help else ""), sub))
+            sections.append((f"{key} options" + (f" ({help})" if help and help != f"{key} options" else ""), sub))
             _option_rows(tp, default if default is not MISSING else None, key + ".", sections, sub)
         else:
             shown = "required" if default is MISSING else f"default: {json.dumps(_jsonable(default))}"
+            if f.metadata.get("bounds"): shown = f"{_range_text(f.metadata['bounds'])}; {shown}"
             rows.append((f"--{key} {_type_name(tp)}", f"{help} ({shown})" if help else f"({shown})"))
 
 def help_text(cls, prog: str | None = None, description: str | None = None) -> str:
@@ -473,5 +503,5 @@ def cli(cls, argv=None, prog: str | None = None, description: str | None = None)
         print(help_text(cls, prog, description)); raise SystemExit(0)
     try: return parse_config(cls, argv)
     except ConfigError as e:
-        print(f"error: {e}\n(run {prog} --help to list the options)", file=sys.stderr)
+        print(f"error: {e}" + ("" if "--help" in str(e) else f" (see {prog} --help)"), file=sys.stderr)
         raise SystemExit(2) from None

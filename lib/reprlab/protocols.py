@@ -16,8 +16,9 @@ from pathlib import Path
 
 from .config import ConfigError, load_config
 from .core import atomic_write_text, is_main_process, seed_everything, set_threads
-from .experiments import (DataConfig, TrainConfig, build_callbacks, build_data, build_learner, default_run_name,
-                                 make_run_dir, train)
+from .experiments import (DataConfig, TrainConfig, build_callbacks, build_data, build_learner, check_config,
+                                 default_run_name, train)
+from .runs import RunDir
 from .learner import CancelFitException, Callback
 from .viz import new_figure, save_figure
 
@@ -66,7 +67,7 @@ def epochs_for_budget(cfg: TrainConfig, budget_s: float, seconds: float = 5.0, d
 
 # %% ../../nbs/22_protocols.ipynb #3cea9998
 def protocol_configs(cfg: TrainConfig) -> dict[str, TrainConfig]:
-    "The arms of `cfg.protocol` (epochs still to be set from the budget): name -> TrainConfig."
+    "The arms of `cfg.protocol` (epochs still to be set from the budget): name -> TrainConfig, each a run dir inside `runs/<name>/`."
     if cfg.protocol != "imagewang": raise ConfigError(f"--protocol: unknown protocol {cfg.protocol!r} (known: imagewang)")
     if cfg.budget_s <= 0: raise ConfigError(f"--budget_s must be > 0, got {cfg.budget_s}")
     if cfg.task != "supervised" and not 0 < cfg.finetune_s < cfg.budget_s:
@@ -76,18 +77,18 @@ def protocol_configs(cfg: TrainConfig) -> dict[str, TrainConfig]:
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
         raise ConfigError("--protocol runs in one process (each process would calibrate its own budget): run it without torchrun")
     if cfg.task == "supcon": raise ConfigError("--protocol=imagewang pretrains without labels; --task=supcon uses them")
-    base = dataclasses.replace(cfg, protocol="none")
+    base, root = dataclasses.replace(cfg, protocol="none", overwrite=False), Path(cfg.runs_dir) / cfg.name   # arms: runs/<name>/<arm>
     d0 = DataConfig()
     sup = dataclasses.replace(base, task="supervised", lr=cfg.ft_lr, optimizer=cfg.ft_optimizer, wd=cfg.ft_wd, monitor="accuracy", mode="max",
                               data=dataclasses.replace(cfg.data, augment=d0.augment, crop_scale=d0.crop_scale, jitter=d0.jitter,
                                                        batch_size=d0.batch_size, pretrain_size=0))
     arms = {}
     if cfg.task != "supervised":
-        arms["pretrain"] = dataclasses.replace(base, name=f"{cfg.name}/pretrain")
-        arms["finetune"] = dataclasses.replace(sup, name=f"{cfg.name}/finetune", freeze_encoder_epochs=cfg.ft_freeze_epochs,
+        arms["pretrain"] = dataclasses.replace(base, runs_dir=root, name="pretrain")
+        arms["finetune"] = dataclasses.replace(sup, runs_dir=root, name="finetune", freeze_encoder_epochs=cfg.ft_freeze_epochs,
                                                encoder_lr_mult=cfg.ft_encoder_lr_mult,
-                                               init_encoder=Path(cfg.runs_dir) / cfg.name / "pretrain" / "checkpoints" / "last.pt")
-    if cfg.scratch or cfg.task == "supervised": arms["scratch"] = dataclasses.replace(sup, name=f"{cfg.name}/scratch")
+                                               init_encoder=root / "pretrain" / "checkpoints" / "last.pt")
+    if cfg.scratch or cfg.task == "supervised": arms["scratch"] = dataclasses.replace(sup, runs_dir=root, name="scratch")
     return arms
 
 # %% ../../nbs/22_protocols.ipynb #f77d00b8
@@ -135,22 +136,29 @@ def run_protocol(cfg: TrainConfig, argv=None) -> dict:
     "Run every arm of `cfg.protocol` with its budget; write `protocol.json` and `protocol.png` in `runs/<name>/`."
     saved = _resumed(cfg)
     resuming, cfg = saved is not None, saved or cfg
+    if not resuming: check_config(cfg)
     cfg.name = cfg.name or default_run_name(cfg)
     arms = protocol_configs(cfg)
-    root = Path(cfg.runs_dir) / cfg.name if resuming else make_run_dir(cfg.runs_dir, cfg.name, cfg, argv)   # keeps cmd.txt
+    root = Path(cfg.runs_dir) / cfg.name
+    if cfg.dry_run: return dict(protocol=cfg.protocol, arms={k: dict(run_dir=str(root / k)) for k in arms}, run_dir=str(root), dry_run=True)
+    with RunDir(root, cfg, argv, resume=resuming, overwrite=cfg.overwrite):   # held until every arm is done; a resume appends to cmd.txt
+        return _run_arms(cfg, arms, root, resuming, argv)
+
+def _run_arms(cfg: TrainConfig, arms: dict, root: Path, resuming: bool, argv) -> dict:
+    "Train (or read back) each arm in `root`, then write and return the protocol's report."
     budgets = {"pretrain": cfg.budget_s - cfg.finetune_s, "finetune": cfg.finetune_s, "scratch": cfg.budget_s}
     out = dict(protocol=cfg.protocol, task=cfg.task, encoder=cfg.encoder, seed=cfg.seed, budget_s=cfg.budget_s,
                finetune_s=cfg.finetune_s, arms={})
     for arm, acfg in arms.items():
-        run = Path(cfg.runs_dir) / acfg.name
+        run = root / arm
         state = _arm_state(run) if resuming else "new"
         if state == "new":
             n, per = epochs_for_budget(acfg, budgets[arm])
             acfg.epochs = n
             if arm == "pretrain" and acfg.knn_every: acfg.knn_every = max(acfg.knn_every, math.ceil(n / 10))   # <= ~10 kNN passes
         else:                                              # the arm's own config: its calibrated epochs, exactly
-            acfg = dataclasses.replace(load_config(TrainConfig, run / "config.json"),
-                                       resume=run / "checkpoints" / "last.pt" if state == "partial" else None)
+            acfg = dataclasses.replace(load_config(TrainConfig, run / "config.json"), runs_dir=root, name=arm,
+                                       resume=run if state == "partial" else None)
             n, per = acfg.epochs, None
         if is_main_process() and not cfg.quiet:
             print(f"protocol: {arm}: " + (f"{n} epochs of ~{per:.2f} s in {budgets[arm]:.0f} s" if state == "new" else
