@@ -9,9 +9,13 @@ from __future__ import annotations
 import csv
 import difflib
 import hashlib
+import io
 import json
 import os
+import struct
+import threading
 import warnings
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -23,9 +27,10 @@ from torchvision.transforms.v2 import functional as TF
 from .core import atomic_write, atomic_write_text
 
 # %% auto #0
-__all__ = ['IMAGE_EXTS', 'DataError', 'CorruptImageError', 'is_image_file', 'decode_image_file', 'scan_folder', 'resize_uint8',
-           'ImageDataset', 'subset', 'unlabeled', 'default_cache_dir', 'cache', 'from_folder', 'load_imagewang',
-           'from_npz', 'from_csv', 'to_csv', 'from_boxes', 'relabel', 'channel_stats']
+__all__ = ['IMAGE_EXTS', 'MAX_IMAGE_PIXELS', 'DataError', 'CorruptImageError', 'is_image_file', 'ImageTooLargeError',
+           'decode_image_file', 'scan_folder', 'resize_uint8', 'ImageDataset', 'subset', 'unlabeled',
+           'default_cache_dir', 'cache', 'from_folder', 'load_imagewang', 'from_npz', 'from_csv', 'to_csv',
+           'from_boxes', 'relabel', 'channel_stats']
 
 # %% ../../nbs/02_data.ipynb #0e9dcbcc
 IMAGE_EXTS = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pbm"}
@@ -34,52 +39,160 @@ class DataError(ValueError):
     "Bad input data: the message names the file, folder, key or value and what was expected."
 
 class CorruptImageError(DataError):
-    "An image file that cannot be decoded (missing, truncated or not an image); `.path` names it."
+    "An image file that cannot be decoded (missing, truncated, too large or not an image); `.path` names it."
     def __init__(self, path, reason: str):
         self.path = str(path)
-        super().__init__(f"cannot decode image {self.path}: {reason}")
+        super().__init__(f"cannot decode image {self.path}: {' '.join(str(reason).split())}")   # one line
 
 def is_image_file(path) -> bool:
     "True if `path` has an image extension (non-image files in data folders are ignored)."
     return Path(path).suffix.lower() in IMAGE_EXTS
+
+# %% ../../nbs/02_data.ipynb #c1a0f001
+MAX_IMAGE_PIXELS: int | None = 178_956_970   # PIL's refusal limit (2 * PIL.Image.MAX_IMAGE_PIXELS); None: no limit
+
+class ImageTooLargeError(CorruptImageError):
+    "An image whose header promises more than `max_pixels` pixels, refused before decoding; `.size` is (width, height)."
+    def __init__(self, path, size, limit: int):
+        self.size, self.limit = (int(size[0]), int(size[1])), int(limit)
+        w, h = self.size
+        super().__init__(path, f"it is {w}x{h} = {w * h:,} pixels, above the limit max_pixels={limit:,} (a guard against "
+                         "decompression bombs); to allow it pass max_pixels=None (no limit) or a larger number to "
+                         "ImageDataset / from_folder / load_dataset / decode_image_file, or set reprlab.data.MAX_IMAGE_PIXELS")
+
+def _max_pixels(v) -> int | None:
+    "The pixel limit for `v`: 'default' -> `MAX_IMAGE_PIXELS` (read now), None -> no limit, else a positive int."
+    if isinstance(v, str) and v == "default": return MAX_IMAGE_PIXELS
+    if v is None: return None
+    if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
+        raise ValueError(f"max_pixels must be a positive int, None (no limit) or 'default', got {v!r}")
+    return int(v)
+
+# %% ../../nbs/02_data.ipynb #c1a0f003
+_PNG_SIG = b"\x89PNG\r\n\x1a\n"
+_JPEG_SOF = {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF}
+
+def _image_header(data: bytes):
+    "`(format, width, height, info)` from a PNG's IHDR (info: depth, colour type, interlace) or a JPEG's SOF (info: components); else None."
+    if data[:8] == _PNG_SIG and len(data) >= 29 and data[12:16] == b"IHDR":
+        w, h, depth, ctype, _, _, interlace = struct.unpack_from(">IIBBBBB", data, 16)
+        return "PNG", w, h, (depth, ctype, interlace)
+    if data[:2] != b"\xff\xd8": return None
+    i, n = 2, len(data)
+    while i + 4 <= n:                                       # walk the marker segments up to the frame header
+        if data[i] != 0xFF: return None
+        m = data[i + 1]
+        if m == 0xFF: i += 1; continue                      # fill byte
+        if m == 0x01 or 0xD0 <= m <= 0xD8: i += 2; continue  # markers without a length
+        if m in _JPEG_SOF:
+            if i + 10 > n: return None
+            h, w = struct.unpack_from(">HH", data, i + 5)
+            return "JPEG", w, h, data[i + 9]
+        if m in (0xD9, 0xDA): return None                   # end of image or scan data before any frame header
+        i += 2 + struct.unpack_from(">H", data, i + 2)[0]
+    return None
+
+# %% ../../nbs/02_data.ipynb #c1a0f005
+_ADAM7 = ((0, 0, 8, 8), (4, 0, 8, 8), (0, 4, 4, 8), (2, 0, 4, 4), (0, 2, 2, 4), (1, 0, 2, 2), (0, 1, 1, 2))
+
+def _png_data_size(w: int, h: int, depth: int, ctype: int, interlace: int) -> int:
+    "Bytes of filtered scanlines (filter byte + packed row, per interlace pass) that a PNG's image data inflates to."
+    bits = {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}.get(ctype, 4) * depth
+    rows = lambda pw, ph: ph * (1 + (pw * bits + 7) // 8) if pw > 0 and ph > 0 else 0
+    if not interlace: return rows(w, h)
+    return sum(rows((w - x0 + dx - 1) // dx, (h - y0 + dy - 1) // dy) for x0, y0, dx, dy in _ADAM7)
+
+def _png_complete(data: bytes, head) -> bool:
+    "True if the PNG `data`'s IDAT chunks inflate to every row its header `head` promises (PIL zero-fills missing rows)."
+    _, w, h, info = head
+    need = _png_data_size(w, h, *info)
+    if need == 0: return True
+    i, parts = 8, []
+    while i + 8 <= len(data):
+        n, kind = struct.unpack_from(">I4s", data, i)
+        if kind == b"IDAT": parts.append(data[i + 8:i + 8 + n])
+        elif parts or kind == b"IEND": break                # the IDAT chunks are consecutive
+        i += 12 + n
+    try: return len(zlib.decompressobj().decompress(b"".join(parts), need)) >= need
+    except zlib.error: return False
 
 # %% ../../nbs/02_data.ipynb #672c845b
 def _scale16(a: torch.Tensor) -> torch.Tensor:
     "16-bit (as int32) -> uint8 by value, rounding."
     return ((a.to(torch.int32) * 255 + 32767) // 65535).clamp(0, 255).to(torch.uint8)
 
-def _pil_decode(path: Path) -> torch.Tensor:
-    "Fallback decoder (TIFF, BMP, PPM, ...): uint8 (C, H, W), 16-bit and float modes scaled by value."
-    with Image.open(path) as im:
-        im.load()
-        if im.mode.startswith("I;16") or im.mode == "I":
-            a = torch.from_numpy(np.asarray(im).astype(np.int32))
-            return (_scale16(a) if im.mode != "I" or a.max() > 255 else a.clamp(0, 255).to(torch.uint8))[None]
-        if im.mode == "F": return torch.from_numpy(np.clip(np.asarray(im), 0, 255).astype(np.uint8))[None]
-        if im.mode not in ("L", "RGB"): im = im.convert("RGB")
-        a = np.array(im)
-    return torch.from_numpy(a)[None] if a.ndim == 2 else torch.from_numpy(a).permute(2, 0, 1)
+def _pil_tensor(im: Image.Image) -> torch.Tensor:
+    "A loaded PIL image as uint8 (1 or 3, H, W): 16-bit and float gray scaled by value, alpha dropped, other modes via PIL's RGB."
+    m = im.mode
+    if m.startswith("I;16") or m == "I":
+        a = torch.from_numpy(np.asarray(im).astype(np.int32))
+        return (_scale16(a) if m != "I" or a.max() > 255 else a.clamp(0, 255).to(torch.uint8))[None]
+    if m == "F": return torch.from_numpy(np.clip(np.asarray(im), 0, 255).astype(np.uint8))[None]
+    if m in ("LA", "La"): im = im.getchannel(0)
+    elif m == "1": im = im.convert("L")
+    elif m == "P": im = im.convert("RGBA" if "transparency" in im.info else "RGB")
+    elif m not in ("L", "RGB", "RGBA", "RGBX"): im = im.convert("RGB")                 # CMYK, YCbCr, PA, ...
+    a = np.array(im)
+    return torch.from_numpy(a)[None] if a.ndim == 2 else torch.from_numpy(a[..., :3]).permute(2, 0, 1)
 
-def decode_image_file(path, channels: int = 3) -> torch.Tensor:
-    "Decode the image at `path` to a `uint8` tensor `(channels, H, W)`; raises `CorruptImageError` naming the file."
+_PIL_LIMIT_LOCK = threading.Lock()
+
+def _pil_load(data: bytes, path, head, limit) -> torch.Tensor:
+    "Open `data` with PIL, refuse it above `limit` pixels before loading, load it and check PNG rows are all there."
+    with Image.open(io.BytesIO(data)) as im:
+        if limit is not None and im.size[0] * im.size[1] > limit: raise ImageTooLargeError(path, im.size, limit)
+        im.load()
+        x = _pil_tensor(im)
+        if head is not None and head[0] == "PNG":       # PIL leaves the rows missing from the data at 0: check a 0 last row
+            w, h = im.size
+            last = im.crop((0, h - 1, w, h)).tobytes().strip(b"\0") if im.mode == "P" else x[:, -1].any()
+            if (head[3][2] or not last) and not _png_complete(data, head):
+                raise CorruptImageError(path, f"the image data is incomplete: the header promises {w}x{h} pixels "
+                                        "but the data ends before the last row (truncated or corrupt PNG)")
+        return x
+
+def _pil_decode(data: bytes, path, head=None, limit=None) -> torch.Tensor:
+    "PIL decoding: uint8 (1 or 3, H, W); every error (and PIL's decompression-bomb check, replaced by `limit`) -> CorruptImageError."
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")       # per-file notes (EXIF, palette, DecompressionBombWarning) would flood the log
+            try: return _pil_load(data, path, head, limit)
+            except Image.DecompressionBombError:  # above PIL's own limit, within ours: read it with PIL's check off
+                with _PIL_LIMIT_LOCK:
+                    old, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
+                    try: return _pil_load(data, path, head, limit)
+                    finally: Image.MAX_IMAGE_PIXELS = old
+    except (CorruptImageError, MemoryError): raise
+    except UnidentifiedImageError as e:
+        raise CorruptImageError(path, "not an image file (PIL recognises no format in it, or its header is broken)") from e
+    except Exception as e:                        # PIL raises OSError, SyntaxError, ValueError, struct.error, EOFError, ...
+        if "truncated" in str(e): raise CorruptImageError(path, f"the file is truncated ({e})") from e
+        raise CorruptImageError(path, f"not a readable image ({type(e).__name__}: {e})") from e
+
+# %% ../../nbs/02_data.ipynb #c1a0f008
+def decode_image_file(path, channels: int = 3, max_pixels="default") -> torch.Tensor:
+    "Decode the image at `path` to a `uint8` tensor `(channels, H, W)`, refusing more than `max_pixels`; raises `CorruptImageError` naming the file."
     if channels not in (1, 3): raise ValueError(f"channels must be 1 or 3, got {channels!r}")
+    limit = _max_pixels(max_pixels)
     path = Path(path)
     try: data = path.read_bytes()
     except OSError as e: raise CorruptImageError(path, f"cannot read the file ({e.strerror or e})") from e
     if not data: raise CorruptImageError(path, "the file is empty")
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            x = decode_image(torch.frombuffer(bytearray(data), dtype=torch.uint8), mode=ImageReadMode.UNCHANGED)
-        if x.dtype == torch.uint16: x = _scale16(x)
-    except RuntimeError as e:
-        msg = str(e)
-        if "truncated" in msg or "incomplete" in msg: raise CorruptImageError(path, "the file is truncated") from e
-        try: x = _pil_decode(path)
-        except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as e2:
-            raise CorruptImageError(path, f"not a readable image ({e2})") from e2
-    if x.shape[0] == 4: x = x[:3]                                 # drop alpha
-    if x.shape[0] == 2: x = x[:1]                                 # gray + alpha
+    head = _image_header(data)
+    if head is not None and limit is not None and head[1] * head[2] > limit: raise ImageTooLargeError(path, head[1:3], limit)
+    x = None
+    if head is not None and head[0] == "JPEG" and head[3] in (1, 3):     # gray / YCbCr JPEG: libjpeg-turbo
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                x = decode_image(torch.frombuffer(bytearray(data), dtype=torch.uint8), mode=ImageReadMode.UNCHANGED)
+            if x.dtype == torch.uint16: x = _scale16(x)
+        except RuntimeError as e:
+            if "truncated" in str(e) or "incomplete" in str(e): raise CorruptImageError(path, "the file is truncated") from e
+            x = None                                                     # let PIL try (and name the error)
+    if x is None: x = _pil_decode(data, path, head, limit)
+    if x.shape[0] == 2: x = x[:1]                                        # gray + alpha
+    if x.shape[0] == 4: x = x[:3]                                        # alpha (never CMYK: that goes to PIL)
     if channels == 3 and x.shape[0] == 1: x = x.expand(3, -1, -1)
     if channels == 1 and x.shape[0] == 3: x = TF.rgb_to_grayscale(x)
     return x.contiguous()
@@ -131,7 +244,7 @@ def resize_uint8(x: torch.Tensor, size) -> torch.Tensor:
 class ImageDataset(torch.utils.data.Dataset):
     "Images from files or an array, with labels (-1 = unlabeled), class names and extra columns; `ds[i]` is a sample dict."
     def __init__(self, paths=None, labels=None, classes=None, *, images=None, root=None, extras=None, boxes=None,
-                 channels: int = 3, size=None, skip_corrupt: bool = False, name: str = ""):
+                 channels: int = 3, size=None, skip_corrupt: bool = False, max_pixels="default", name: str = ""):
         if paths is None and images is None: raise ValueError("ImageDataset needs `paths` or `images`")
         if channels not in (1, 3): raise ValueError(f"channels must be 1 or 3, got {channels!r}")
         n = len(paths) if paths is not None else len(images)
@@ -148,6 +261,7 @@ class ImageDataset(torch.utils.data.Dataset):
             if len(v) != n: raise ValueError(f"extra column {k!r} has {len(v)} values for {n} images")
         self.boxes = None if boxes is None else np.asarray(boxes, dtype=np.int64).reshape(-1, 4)
         self.channels, self.size, self.skip_corrupt, self.name = channels, _as_size(size), skip_corrupt, name
+        self.max_pixels = _max_pixels(max_pixels)  # 'default': MAX_IMAGE_PIXELS as it is now; None: no limit
         self.skipped: list[str] = []
 
     def __len__(self): return len(self.labels)
@@ -165,7 +279,7 @@ class ImageDataset(torch.utils.data.Dataset):
     def load(self, i: int) -> torch.Tensor:
         "Decode sample `i` (crop its box, resize to `size`) to `uint8` `(C, H, W)`; uses the cache when present."
         if self.images is not None: return self.images[i]
-        x = decode_image_file(self.paths[i], self.channels)
+        x = decode_image_file(self.paths[i], self.channels, self.max_pixels)
         if self.boxes is not None:
             x0, y0, x1, y1 = (int(v) for v in self.boxes[i])
             x = x[:, max(0, y0):y1, max(0, x0):x1]
@@ -191,7 +305,7 @@ def _take(ds: ImageDataset, idx: np.ndarray, **kw) -> ImageDataset:
                 classes=ds.classes, images=ds.images[torch.from_numpy(idx)] if ds.images is not None else None,
                 root=ds.root, extras={k: [v[i] for i in idx] for k, v in ds.extras.items()},
                 boxes=ds.boxes[idx] if ds.boxes is not None else None, channels=ds.channels, size=ds.size,
-                skip_corrupt=ds.skip_corrupt, name=ds.name)
+                skip_corrupt=ds.skip_corrupt, max_pixels=ds.max_pixels, name=ds.name)
     args.update(kw)
     return ImageDataset(**args)
 
@@ -208,7 +322,7 @@ def unlabeled(*dss: ImageDataset, name: str = "unlabeled") -> ImageDataset:
         paths = [p for d in dss for p in d.paths]
         images = torch.cat([d.images for d in dss]) if all(d.images is not None for d in dss) else None
         return ImageDataset(paths, images=images, channels=dss[0].channels, size=dss[0].size, name=name,
-                            skip_corrupt=dss[0].skip_corrupt)
+                            skip_corrupt=dss[0].skip_corrupt, max_pixels=dss[0].max_pixels)
     if all(d.images is not None for d in dss):
         return ImageDataset(images=torch.cat([d.images for d in dss]), channels=dss[0].channels, name=name)
     raise ValueError("cache() datasets mixing files, boxes and arrays before concatenating them")
@@ -225,7 +339,9 @@ def _cache_key(ds: ImageDataset) -> str:
     for p in ds.paths:
         st = os.stat(p)
         h.update(f"{p}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
-    h.update(json.dumps([ds.channels, ds.size, ds.boxes.tolist() if ds.boxes is not None else None]).encode())
+    key = [ds.channels, ds.size, ds.boxes.tolist() if ds.boxes is not None else None]
+    if ds.max_pixels != MAX_IMAGE_PIXELS: key.append(ds.max_pixels)   # a limit decides what is skipped
+    h.update(json.dumps(key).encode())
     return h.hexdigest()[:24]
 
 class _Decode(torch.utils.data.Dataset):
@@ -246,6 +362,20 @@ def _decode_all(ds: ImageDataset, num_workers: int, progress: bool):
         dl = tqdm(dl, total=len(ds), desc=f"decoding {ds.name or 'images'}", leave=False)
     yield from dl
 
+def _read_disk_cache(ds: ImageDataset, path: Path, meta: Path):
+    "The mapped array, skipped rows and their messages of the disk cache `path` of `ds`; raises if anything does not fit."
+    info = json.loads(meta.read_text())
+    bad, msgs = list(info["skipped"]), list(info.get("reasons") or info["skipped"])
+    bad_set = set(bad)
+    unknown = bad_set - set(ds.paths)
+    if unknown: raise ValueError(f"{meta.name} lists skipped files that are not in the dataset: {sorted(unknown)[:3]}")
+    bad_idx = [i for i, p in enumerate(ds.paths) if p in bad_set]
+    arr = np.load(path, mmap_mode="c")
+    want = (len(ds) - len(bad_idx), ds.channels) + (tuple(ds.size) if ds.size else ())
+    if arr.dtype != np.uint8 or arr.ndim != 4 or arr.shape[:len(want)] != want:
+        raise ValueError(f"it holds a {arr.dtype} array of shape {arr.shape}, expected uint8 {want + ('...',)}")
+    return arr, bad_idx, msgs
+
 def cache(ds: ImageDataset, where: str = "memory", cache_dir=None, num_workers: int = 0,
           progress: bool = False) -> ImageDataset:
     "Decode every image of `ds` once into a `uint8` tensor `(N, C, H, W)` (`where`: 'memory' or 'disk'); returns `ds`."
@@ -257,28 +387,40 @@ def cache(ds: ImageDataset, where: str = "memory", cache_dir=None, num_workers: 
         path = cdir / f"{ds.name or 'ds'}-{_cache_key(ds)}.npy"
         meta = path.with_suffix(".json")
         if path.exists() and meta.exists():
-            bad = json.loads(meta.read_text())["skipped"]
-            if bad: _drop(ds, [ds.paths.index(p) for p in bad], bad)
-            ds.images = torch.from_numpy(np.load(path, mmap_mode="c"))
-            return ds
-    first = None
+            try: arr, bad_idx, msgs = _read_disk_cache(ds, path, meta)
+            except (OSError, ValueError, KeyError, TypeError, EOFError) as e:   # truncated, half-copied, edited by hand...
+                warnings.warn(f"disk cache {path} is unreadable ({type(e).__name__}: {' '.join(str(e).split())}); "
+                              "rebuilding it", stacklevel=2)
+            else:
+                if not bad_idx or ds.skip_corrupt:      # else decode again: the first corrupt file raises, as on a first run
+                    _drop(ds, bad_idx, msgs, f" (recorded when the disk cache {path.name} was built)")
+                    ds.images = torch.from_numpy(arr)
+                    return ds
+                del arr
+    first = tmp = None
     images, bad_idx, bad_msgs = None, [], []
-    for i, x, err in _decode_all(ds, num_workers, progress):
-        if x is None: bad_idx.append(i); bad_msgs.append(err); continue
-        if images is None:
-            first = (ds.paths[i], tuple(x.shape))
-            shape = (len(ds),) + tuple(x.shape)
-            if path is not None:
-                path.parent.mkdir(parents=True, exist_ok=True)
-                tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-                arr = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=shape)
-            else: arr = np.empty(shape, np.uint8)
-            images = arr
-        if tuple(x.shape) != first[1]:
-            raise DataError(f"{ds.paths[i]} has shape {tuple(x.shape)} but {first[0]} has {first[1]}: "
-                            f"pass size=(h, w) to resize images while caching")
-        images[i] = x.numpy()
-    if images is None: raise DataError(f"no readable image among the {len(ds)} files of {ds.name or ds.root}")
+    try:
+        for i, x, err in _decode_all(ds, num_workers, progress):
+            if x is None: bad_idx.append(i); bad_msgs.append(err); continue
+            if images is None:
+                first = (ds.paths[i], tuple(x.shape))
+                shape = (len(ds),) + tuple(x.shape)
+                if path is not None:
+                    path.parent.mkdir(parents=True, exist_ok=True)
+                    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+                    arr = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=shape)
+                else: arr = np.empty(shape, np.uint8)
+                images = arr
+            if tuple(x.shape) != first[1]:
+                raise DataError(f"{ds.paths[i]} has shape {tuple(x.shape)} but {first[0]} has {first[1]}: "
+                                f"pass size=(h, w) to resize images while caching")
+            images[i] = x.numpy()
+    except BaseException:                               # a corrupt file, Ctrl-C: leave no half-written temp file
+        if tmp is not None: images = arr = None; tmp.unlink(missing_ok=True)
+        raise
+    if images is None:
+        raise DataError(f"no readable image among the {len(ds)} files of {ds.name or ds.root}"
+                        + (f" (first error: {bad_msgs[0]})" if bad_msgs else ""))
     keep = np.setdiff1d(np.arange(len(ds)), bad_idx)
     if path is not None:
         images.flush(); del images
@@ -288,7 +430,7 @@ def cache(ds: ImageDataset, where: str = "memory", cache_dir=None, num_workers: 
             b = np.lib.format.open_memmap(str(tmp) + "2", mode="w+", dtype=np.uint8, shape=(len(keep),) + a.shape[1:])
             b[:] = a[keep]; b.flush(); del a, b; os.replace(str(tmp) + "2", tmp)
         os.replace(tmp, path)
-        atomic_write_text(meta, json.dumps({"skipped": bad_paths}))
+        atomic_write_text(meta, json.dumps({"skipped": bad_paths, "reasons": bad_msgs}))
         _drop(ds, bad_idx, bad_msgs)
         ds.images = torch.from_numpy(np.load(path, mmap_mode="c"))
     else:
@@ -296,8 +438,8 @@ def cache(ds: ImageDataset, where: str = "memory", cache_dir=None, num_workers: 
         _drop(ds, bad_idx, bad_msgs)
     return ds
 
-def _drop(ds: ImageDataset, bad_idx, msgs):
-    "Remove rows `bad_idx` from `ds` in place and report them."
+def _drop(ds: ImageDataset, bad_idx, msgs, note: str = ""):
+    "Remove rows `bad_idx` from `ds` in place and report them all in one warning line."
     if not len(bad_idx): return
     keep = np.setdiff1d(np.arange(len(ds)), bad_idx)
     ds.skipped = [ds.paths[i] for i in bad_idx]
@@ -305,8 +447,9 @@ def _drop(ds: ImageDataset, bad_idx, msgs):
     ds.labels = ds.labels[keep]
     ds.extras = {k: [v[i] for i in keep] for k, v in ds.extras.items()}
     if ds.boxes is not None: ds.boxes = ds.boxes[keep]
-    warnings.warn(f"skipped {len(bad_idx)} corrupt image(s) in {ds.name or ds.root}: " + "; ".join(msgs[:5])
-                  + (" ..." if len(msgs) > 5 else ""), stacklevel=3)
+    n, shown = len(bad_idx), 20
+    warnings.warn(f"skipped {n} corrupt image(s) in {ds.name or ds.root}{note}, listed in .skipped: " + "; ".join(msgs[:shown])
+                  + (f"; ... and {n - shown} more" if n > shown else ""), stacklevel=3)
 
 # %% ../../nbs/02_data.ipynb #8733ce95
 def from_folder(root, classes=None, name: str = "", **kw) -> ImageDataset:
