@@ -280,3 +280,38 @@ TYPED = st.sampled_from(KEYS).flatmap(lambda k: _typed(k).map(lambda v: f"--{k}=
 def test_fuzzed_typed_options_reach_the_deeper_checks(cli, tmp_path, argv):
     "Well-typed values across their ranges: parsed, then checked with the data and the model (--dry_run): exit 0/1/2, one line."
     test_fuzzed_options_never_give_a_traceback.hypothesis.inner_test(cli, tmp_path, argv)
+
+
+# ------------------------------------------------------------------------------------------------ bad image files
+@pytest.fixture
+def broken(tiny, tmp_path, monkeypatch):
+    "A registry with one dataset whose train split holds a corrupt JPEG and a truncated PNG."
+    make_imagewang(tmp_path / "bad", classes=("a", "b", "c"), n_train=8, n_val=4, n_unsup=8, size=(16, 16))
+    train = sorted((tmp_path / "bad" / "train" / "a").iterdir())
+    train[0].write_bytes(b"not an image at all")
+    png = train[1].with_suffix(".png")
+    from PIL import Image
+    Image.new("RGB", (16, 16), (200, 10, 10)).save(png)
+    png.write_bytes(png.read_bytes()[:60])
+    reg = tmp_path / "reg.json"
+    reg.write_text(json.dumps({"tiny": {"root": str(tiny[0] / "wang"), "layout": "imagewang"},
+                               "bad": {"root": str(tmp_path / "bad"), "layout": "imagewang"}}))
+    monkeypatch.setenv("REPRLAB_DATASETS", str(reg))
+    return train[0], png
+
+
+def test_a_corrupt_image_is_one_line_and_skip_corrupt_trains_past_it(cli, tmp_path, broken):
+    code, _, err = cli("--name=b", "--epochs=1", *TINY, "--data.dataset=bad")
+    lines = err.strip().splitlines()
+    assert code == 1 and len(lines) == 1 and "cannot decode image" in lines[0] and str(broken[0].name) in lines[0], err
+    assert not (tmp_path / "runs").exists()
+    code, out, err = cli("--name=b", "--epochs=1", *TINY, "--data.dataset=bad", "--data.skip_corrupt")
+    assert code == 0, err
+    warns = [l for l in err.splitlines() if l.startswith("warning: ")]
+    assert len(warns) == 1 and broken[0].name in warns[0] and broken[1].name in warns[0], err   # listed once, both named
+
+
+def test_an_image_above_the_pixel_limit_is_refused(cli, tmp_path):
+    code, _, err = cli("--name=big", "--epochs=1", *TINY, "--data.max_pixels=100")
+    assert code == 1 and "pixels" in err and "max_pixels" in err and len(err.strip().splitlines()) == 1, err
+    assert not (tmp_path / "runs").exists()

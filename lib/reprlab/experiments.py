@@ -175,7 +175,7 @@ def pretext_kwargs(cfg: TrainConfig) -> dict:
 def build_data(cfg: TrainConfig):
     "Load and cache the dataset and make the loaders: `(dls, labelled train set, valid set, valid transform)`."
     splits = load_dataset(cfg.data.dataset, size=cfg.data.size, download=cfg.data.download,
-                          skip_corrupt=cfg.data.skip_corrupt)
+                          skip_corrupt=cfg.data.skip_corrupt, max_pixels=cfg.data.max_pixels)
     pre_splits = [s for s in cfg.data.pretrain_splits.split(",") if s] if cfg.task not in ("supervised", "supcon") else []
     if cfg.task not in ("supervised", "supcon") and not pre_splits:
         raise ConfigError(f"--data.pretrain_splits is empty: --task={cfg.task} needs the splits to pretrain on (e.g. unsup,train)")

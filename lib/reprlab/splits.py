@@ -191,7 +191,7 @@ def _reuse(ds: ImageDataset, paths, root: Path, back: dict) -> dict:
     return {nm: _as_split(ds, [pos[p] for p in d.paths], paths, root, nm) for nm, d in back.items()}
 
 def _ds_kw(ds: ImageDataset) -> dict:
-    return dict(channels=ds.channels, size=ds.size, skip_corrupt=ds.skip_corrupt)
+    return dict(channels=ds.channels, size=ds.size, skip_corrupt=ds.skip_corrupt, max_pixels=ds.max_pixels)
 
 def read_split(out_dir, root, verify: bool = True, **kw) -> dict[str, ImageDataset]:
     "The splits `make_split` wrote to `out_dir`, as `{name: ImageDataset}` with one class list; `kw` go to `from_csv`."
