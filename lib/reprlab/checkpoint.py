@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import random
+import re
 import shutil
 import signal
 import threading
@@ -18,42 +19,90 @@ import torch
 from torch import nn
 
 import reprlab
-from .core import atomic_write
+from .core import DiskFullError, _disk_full, atomic_write
 
 # %% auto #0
-__all__ = ['MODELS', 'MODEL_MODULES', 'ENCODER_PREFIXES', 'CheckpointError', 'defer_sigint', 'save_checkpoint', 'load_checkpoint',
-           'snapshot', 'link_checkpoint', 'CheckpointWriter', 'rng_state', 'set_rng_state', 'register_model',
-           'create_model', 'load_weights', 'load_model', 'encoder_state', 'load_encoder', 'learner_state',
-           'restore_learner']
+__all__ = ['defer_sigint', 'MODELS', 'MODEL_MODULES', 'ENCODER_PREFIXES', 'CheckpointError', 'CheckpointDiskFullError',
+           'defer_signals', 'save_checkpoint', 'load_checkpoint', 'snapshot', 'link_checkpoint', 'CheckpointWriter',
+           'rng_state', 'set_rng_state', 'register_model', 'create_model', 'load_weights', 'load_model',
+           'encoder_state', 'load_encoder', 'learner_state', 'restore_learner']
 
 # %% ../../nbs/12_checkpoint.ipynb #1ce7c4ac
 class CheckpointError(ValueError):
     "A checkpoint that is missing, unreadable, or does not fit the model; the message names the file and keys."
 
+# %% ../../nbs/12_checkpoint.ipynb #96e26ed2
+class CheckpointDiskFullError(DiskFullError, CheckpointError):
+    "Writing a checkpoint failed for lack of space: both a `DiskFullError` (an `OSError`) and a `CheckpointError`."
+
+# %% ../../nbs/12_checkpoint.ipynb #fe94d60d
+_DEFERRED = ("SIGTERM", "SIGINT")       # delivered in this order: a scheduler's stop outranks a Ctrl-C
+
 @contextmanager
-def defer_sigint():
-    "Hold Ctrl-C (SIGINT) until the block ends, then deliver it: a checkpoint write is never cut in half."
+def defer_signals():
+    "Hold Ctrl-C (SIGINT) and SIGTERM until the block ends, then deliver them: a checkpoint write is never cut in half."
     if threading.current_thread() is not threading.main_thread(): yield; return   # signals only reach the main thread
-    got = []
-    old = signal.signal(signal.SIGINT, lambda sig, frame: got.append(frame))
+    sigs = [getattr(signal, n) for n in _DEFERRED if hasattr(signal, n)]
+    got, old = {}, {}
+    for s in sigs: old[s] = signal.signal(s, lambda sig, frame: got.setdefault(sig, frame))
     try: yield
     finally:
-        signal.signal(signal.SIGINT, old)
-        if got:
-            if callable(old): old(signal.SIGINT, got[0])
-            elif old == signal.SIG_DFL: raise KeyboardInterrupt
+        for s in sigs: signal.signal(s, old[s] if old[s] is not None else signal.SIG_DFL)
+        for s in sigs:
+            if s not in got: continue
+            if callable(old[s]): old[s](s, got[s])                        # e.g. KeyboardInterrupt, Terminated
+            elif old[s] in (signal.SIG_DFL, None):
+                if s == signal.SIGINT: raise KeyboardInterrupt
+                os.kill(os.getpid(), s)                                    # the default action: SIGTERM ends the process
 
+defer_sigint = defer_signals      # the old name
+
+# %% ../../nbs/12_checkpoint.ipynb #4874e8ca
 def save_checkpoint(state: dict, path) -> Path:
-    "Write `state` to `path` atomically (temp file in the same folder, fsync, rename; Ctrl-C waits for it); returns the path."
-    with defer_sigint(), atomic_write(path, "wb") as f: torch.save(state, f)
+    "Write `state` to `path` atomically (temp file, fsync, rename; Ctrl-C and SIGTERM wait for it); returns the path."
+    try:
+        with defer_signals(), atomic_write(path, "wb") as f: torch.save(state, f)
+    except DiskFullError as e:
+        raise CheckpointDiskFullError(e.errno, str(e), e.filename) from e.__cause__
     return Path(path)
 
+# %% ../../nbs/12_checkpoint.ipynb #186dd2a8
+def _kind(head: bytes) -> str:
+    "What a file starting with `head` is, for error messages."
+    for magic, what in ((b"\x89PNG", "a PNG image"), (b"\xff\xd8\xff", "a JPEG image"), (b"\x1f\x8b", "a gzip file"),
+                        (b"GIF8", "a GIF image"), (b"%PDF", "a PDF file"), (b"\x93NUMPY", "a numpy .npy file")):
+        if head.startswith(magic): return what
+    try: head.decode("utf-8"); return "a text file"
+    except UnicodeDecodeError: return f"a file starting with {head[:8]!r}"
+
+def _load_error(path: Path, e: Exception) -> str:
+    "Why `torch.load(path, weights_only=True)` failed, in one line, without torch's advice to unpickle the file anyway."
+    msg = str(e)
+    m = re.search(r"GLOBAL ([\w.]+)", msg)
+    if m or "Unsupported global" in msg:
+        what = f" such as {m.group(1)}" if m else ""
+        return (f"{path} is not a weights-only checkpoint: it contains pickled Python objects{what}, and reprlab never "
+                f"unpickles code (a checkpoint holds only tensors, numbers, strings, lists and dicts)")
+    try:
+        size = path.stat().st_size
+        with open(path, "rb") as f: head = f.read(16)
+    except OSError as err: return f"cannot read checkpoint {path}: {err.strerror or err}"
+    if size == 0: return f"checkpoint {path} is empty (0 bytes): truncated or corrupt"
+    if head.startswith(b"PK\x03\x04"):                                     # torch's zip format
+        return f"checkpoint {path} is truncated or corrupt ({size} bytes; torch: {type(e).__name__})"
+    if head.startswith(b"\x80"):                                           # a pickle: torch's legacy format, or plain pickle
+        if isinstance(e, EOFError) or "EOF" in msg or "corrupt" in msg:
+            return f"checkpoint {path} is truncated or corrupt ({size} bytes)"
+        return f"{path} is not a torch checkpoint (a Python pickle that is not a weights-only torch file)"
+    return f"{path} is not a torch checkpoint ({_kind(head)}, {size} bytes)"
+
 def load_checkpoint(path, map_location="cpu") -> dict:
-    "Load a checkpoint with `weights_only=True` (no code is unpickled); clear errors for missing or corrupt files."
+    "Load a checkpoint with `weights_only=True` (no code is unpickled); one clear line for missing, truncated, foreign or pickled files."
     path = Path(path)
     if not path.exists(): raise FileNotFoundError(f"checkpoint {path} does not exist")
+    if path.is_dir(): raise CheckpointError(f"checkpoint {path} is a folder, not a file")
     try: ckpt = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as e: raise CheckpointError(f"cannot read checkpoint {path}: {type(e).__name__}: {e}") from e
+    except Exception as e: raise CheckpointError(_load_error(path, e)) from None   # torch's message advises weights_only=False
     if not isinstance(ckpt, dict): raise CheckpointError(f"{path} is not a reprlab checkpoint (a {type(ckpt).__name__}, not a dict)")
     return ckpt
 
@@ -69,41 +118,51 @@ def link_checkpoint(src, dst) -> Path:
     "Give the finished checkpoint `src` a second name `dst` atomically (hard link, or a copy where links are not supported)."
     src, dst = Path(src), Path(dst)
     tmp = dst.with_name(f".{dst.name}.{os.getpid()}.tmp")
-    with defer_sigint():
+    with defer_signals():
         try:
             try: os.link(src, tmp)
             except OSError: shutil.copyfile(src, tmp)
             os.replace(tmp, dst)
+        except OSError as e:
+            full = _disk_full(e, dst)
+            if full is None: raise
+            raise CheckpointDiskFullError(full.errno, str(full), full.filename) from e
         finally:
             if tmp.exists(): tmp.unlink()
     return dst
 
 class CheckpointWriter:
-    "Writes checkpoints in a background thread (`background=False`: in the caller); `wait()` re-raises the writer's errors."
+    "Writes checkpoints in a background thread (`background=False`: in the caller); `wait()` and `check()` re-raise the writer's errors."
     def __init__(self, background: bool = True):
-        self.background, self._thread, self._error = background, None, None
+        self.background, self._thread, self.error, self.written = background, None, None, None
 
-    def _write(self, state, paths, remove):
+    def _write(self, state, paths, remove, tag):
         try:
             save_checkpoint(state, paths[0])
+            if tag is not None: self.written = tag                # `paths[0]` is on disk
             for p in paths[1:]: link_checkpoint(paths[0], p)
             for p in remove: Path(p).unlink(missing_ok=True)      # only once the new files are safe
-        except BaseException as e: self._error = e
+        except BaseException as e: self.error = e
 
-    def submit(self, state: dict, paths, remove=()):
-        "Write `state` to `paths[0]`, link it as `paths[1:]`, then delete `remove`; returns at once in the background mode."
+    def submit(self, state: dict, paths, remove=(), tag=None):
+        "Write `state` to `paths[0]`, link it as `paths[1:]`, delete `remove`, then set `written = tag`; returns at once in the background mode."
         self.wait()
         paths, remove = [Path(p) for p in paths], [Path(p) for p in remove]
-        if not self.background: return self._write(state, paths, remove) or self.wait()
-        self._thread = threading.Thread(target=self._write, args=(snapshot(state), paths, remove), daemon=False,
+        if not self.background: return self._write(state, paths, remove, tag) or self.wait()
+        self._thread = threading.Thread(target=self._write, args=(snapshot(state), paths, remove, tag), daemon=False,
                                         name="reprlab-checkpoint")
-        self._thread.start()
+        with defer_signals(): self._thread.start()   # a Ctrl-C / SIGTERM inside start() would leave a thread wait() cannot join
+
+    def check(self):
+        "Raise the error of a background write that has already failed (one attribute test: cheap enough for every batch)."
+        if self.error is not None: self.wait()
 
     def wait(self):
-        "Block until the pending write is on disk; raise its error if it failed."
+        "Block until the pending write is on disk; raise its error if it failed (a full disk: `CheckpointDiskFullError`)."
         if self._thread is not None: self._thread.join(); self._thread = None
-        if self._error is not None:
-            e, self._error = self._error, None
+        if self.error is not None:
+            e, self.error = self.error, None
+            if isinstance(e, CheckpointError): raise e                # already names the file (a full disk, say)
             raise CheckpointError(f"writing a checkpoint failed: {e!r}") from e
 
 # %% ../../nbs/12_checkpoint.ipynb #dd098063
@@ -230,4 +289,5 @@ def restore_learner(learn, ckpt: dict, source: str = "checkpoint"):
     learn.start_epoch, learn.epoch, learn.step = ckpt["epoch"], ckpt["epoch"], ckpt["step"]
     learn.start_batch = ckpt.get("batch", 0)     # > 0 when the run stopped mid-epoch (Ctrl-C)
     learn.history = list(ckpt.get("history") or [])
+    learn._resume_pass = ckpt.get("train_pass") if learn.start_batch else None   # the stopped epoch's running sums
     if ckpt.get("rng"): set_rng_state(ckpt["rng"])

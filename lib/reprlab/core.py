@@ -5,9 +5,13 @@
 # %% ../../nbs/00_core.ipynb #1afc7092
 from __future__ import annotations
 
+import errno
 import os
 import platform
 import random
+import re
+import shutil
+import signal
 import threading
 import time
 from collections.abc import Mapping, Sequence
@@ -22,7 +26,8 @@ from torch import nn
 # %% auto #0
 __all__ = ['derive_seed', 'make_generator', 'seed_everything', 'worker_init', 'default_device', 'to_device', 'get_rank',
            'get_world_size', 'is_main_process', 'Hook', 'Hooks', 'Timer', 'set_threads', 'tune_allocator',
-           'atomic_write', 'atomic_write_text']
+           'DiskFullError', 'atomic_write', 'atomic_write_text', 'clean_stale_temp', 'Terminated',
+           'sigterm_as_interrupt']
 
 # %% ../../nbs/00_core.ipynb #15454a12
 def derive_seed(seed: int, *keys: int) -> int:
@@ -153,10 +158,38 @@ def tune_allocator(mmap_threshold: int = 32 << 20, trim_threshold: int = 1 << 30
     except (OSError, AttributeError): pass
     return _ALLOC_TUNED
 
+# %% ../../nbs/00_core.ipynb #75bdc64b
+class DiskFullError(OSError):
+    "A write failed because the filesystem is full (ENOSPC) or over quota (EDQUOT); the message names the file and the free space."
+    def __str__(self): return str(self.strerror)
+
+def _mount_point(path: Path) -> Path:
+    p = path.resolve()
+    while not p.exists() and p != p.parent: p = p.parent
+    while not os.path.ismount(p) and p != p.parent: p = p.parent
+    return p
+
+def _disk_full(exc: BaseException, path: Path) -> DiskFullError | None:
+    "A `DiskFullError` naming `path` if `exc` (or an exception it was raised from) says the disk is full, else None."
+    if isinstance(exc, DiskFullError): return exc
+    code, seen, e = None, set(), exc
+    while e is not None and id(e) not in seen and code is None:   # torch.save: RuntimeError raised while handling the OSError
+        seen.add(id(e))
+        if isinstance(e, OSError) and e.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)): code = e.errno
+        e = e.__cause__ or e.__context__
+    try: usage = shutil.disk_usage(path.parent)
+    except OSError: usage = None
+    if code is None and isinstance(exc, RuntimeError) and "inline_container" in str(exc) and usage is not None and usage.free < 1 << 20:
+        code = errno.ENOSPC                                       # torch's C++ writer, which drops the OSError
+    if code is None: return None
+    what = "no space left on device" if code == errno.ENOSPC else "disk quota exceeded"
+    free = f"{usage.free / 2**20:.1f} MB of {usage.total / 2**20:.1f} MB" if usage is not None else "unknown"
+    return DiskFullError(code, f"{what} writing {path} (free space on {_mount_point(path.parent)}: {free})", str(path))
+
 # %% ../../nbs/00_core.ipynb #23e40471
 @contextmanager
 def atomic_write(path, mode: str = "w", **open_kw):
-    "Open a temporary file beside `path` for writing; on success it is fsynced and renamed over `path`, on error removed."
+    "Open a temporary file beside `path` for writing; on success it is fsynced and renamed over `path`, on error removed (a full disk: `DiskFullError`)."
     if mode not in ("w", "wb"): raise ValueError(f"atomic_write writes whole files: mode 'w' or 'wb', got {mode!r}")
     path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
@@ -166,6 +199,10 @@ def atomic_write(path, mode: str = "w", **open_kw):
             yield f
             f.flush(); os.fsync(f.fileno())
         os.replace(tmp, path)
+    except Exception as e:
+        full = _disk_full(e, path)               # measured before the temp file goes: the space the write saw
+        if full is None or full is e: raise
+        raise full from e
     finally:
         if tmp.exists(): tmp.unlink()
 
@@ -173,3 +210,48 @@ def atomic_write_text(path, text: str) -> Path:
     "Write `text` (UTF-8) to `path` atomically with `atomic_write`; returns the path."
     with atomic_write(path) as f: f.write(text)
     return Path(path)
+
+# %% ../../nbs/00_core.ipynb #82c7a831
+_TEMP = re.compile(r"^\.(?P<name>.+?)\.(?P<pid>\d+)(?:\.\d+)?\.tmp2?$")
+_TEMP_NO_PID = re.compile(r"^\..+\.tmp\.png$")
+
+def _pid_alive(pid: int) -> bool:
+    if pid == os.getpid(): return True           # this process: perhaps a write in flight in another thread
+    if os.name == "nt": return True              # os.kill(pid, 0) would end the process on Windows
+    try: os.kill(pid, 0)
+    except ProcessLookupError: return False
+    except OSError: return True                  # EPERM: alive, another user's
+    return True
+
+def clean_stale_temp(folder, all_pids: bool = False, recursive: bool = False) -> list[Path]:
+    "Remove the temp files of interrupted atomic writes in `folder` whose process is gone (`all_pids=True`: all, the caller holds the lock); returns them."
+    folder = Path(folder)
+    if not folder.is_dir(): return []
+    removed = []
+    for p in sorted(folder.rglob(".*") if recursive else folder.glob(".*")):
+        m = _TEMP.match(p.name)
+        stale = (all_pids or not _pid_alive(int(m["pid"]))) if m else all_pids and bool(_TEMP_NO_PID.match(p.name))
+        if not stale or not p.is_file() or p.is_symlink(): continue
+        try: p.unlink(); removed.append(p)
+        except FileNotFoundError: pass           # its writer finished or removed it meanwhile
+    return removed
+
+# %% ../../nbs/00_core.ipynb #33e4543a
+class Terminated(KeyboardInterrupt):
+    "Raised by SIGTERM inside `sigterm_as_interrupt()`: a scheduler stopped the run; handled like Ctrl-C (exit status 143)."
+
+# %% ../../nbs/00_core.ipynb #9194b282
+def _raise_terminated(signum, frame):
+    # A scheduler signals the DataLoader workers too, and they die at once: torch's SIGCHLD handler would then raise
+    # "DataLoader worker is killed by signal" while the checkpoint is being saved, or at exit. The run is stopping:
+    # from here on dead workers are noticed by the loader's own time-outs only.
+    if hasattr(signal, "SIGCHLD"): signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+    raise Terminated(f"stopped by signal {signum} (SIGTERM)")
+
+@contextmanager
+def sigterm_as_interrupt():
+    "Within the block SIGTERM raises `Terminated` (a `KeyboardInterrupt`) in the main thread; the old handler comes back after."
+    if threading.current_thread() is not threading.main_thread() or not hasattr(signal, "SIGTERM"): yield; return
+    old = signal.signal(signal.SIGTERM, _raise_terminated)
+    try: yield
+    finally: signal.signal(signal.SIGTERM, old if old is not None else signal.SIG_DFL)

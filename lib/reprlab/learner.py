@@ -57,6 +57,13 @@ class Callback:
 
     def load_state_dict(self, state: dict): pass
 
+    def pass_state(self) -> dict:
+        "Running sums of the current training pass that go into the epoch log; a mid-epoch checkpoint saves them ({}: none)."
+        return {}
+
+    def load_pass_state(self, state: dict):
+        "Continue the training pass from `pass_state()`'s sums (after a mid-epoch resume)."
+
     def __repr__(self): return f"{type(self).__name__}(order={self.order})"
 
 # %% ../../nbs/09_learner.ipynb #2b722a67
@@ -102,6 +109,7 @@ class Learner:
         self.cbs, self.opt, self.epoch, self.step, self.history = [], None, 0, 0, []
         self.n_epochs, self.training, self.start_epoch, self.start_batch, self.batches_done = 0, False, 0, 0, 0
         self.scaler, self.loss_mult, self.skip_step = None, 1.0, False   # set by AMP / accumulation callbacks
+        self._loss_sum, self._n, self._resume_pass = 0.0, 0, None
         self.add_cbs(cbs)
 
     # ------------------------------------------------------------------ callbacks
@@ -124,18 +132,23 @@ class Learner:
             if cb.name == name: return cb
         raise AttributeError(f"{type(self).__name__} has no attribute or callback {name!r}")
 
-    def callback(self, event: str):
-        "Call `event` on every callback that implements it, in `order`."
+    def callback(self, event: str, every: bool = False):
+        "Call `event` on every callback that implements it, in `order` (`every=True`: all even if one raises; the first error then)."
+        err = None
         for cb in sorted(self.cbs, key=lambda c: c.order):
             if not (cb.run_train if self.training else cb.run_valid) and event.endswith("_batch"): continue
             f = getattr(cb, event, None)
-            if f is not None: f(self)
+            if f is None: continue
+            if not every: f(self); continue
+            try: f(self)
+            except BaseException as e: err = e if err is None else err
+        if err is not None: raise err
 
     def _with_events(self, f, name: str, exc):
         try:
             self.callback(f"before_{name}"); f(); self.callback(f"after_{name}")
         except exc: self.callback(f"after_cancel_{name}")
-        finally: self.callback(f"cleanup_{name}")
+        finally: self.callback(f"cleanup_{name}", every=True)   # every cleanup runs (files closed, hooks removed)
 
     def show_training_loop(self) -> str:
         "Which callbacks run at each event, in order (returned and printed)."
@@ -205,12 +218,29 @@ class Learner:
             self._outs.append(out.detach().float()); self._targs.append(self.yb.detach())
             if isinstance(self.batch, Mapping) and "index" in self.batch: self._idx.append(self.batch["index"])
 
+    def pass_state(self) -> dict:
+        "The running sums of the training pass so far (loss, samples, callbacks' `pass_state()`): what a mid-epoch checkpoint carries."
+        cbs = {}
+        for cb in self.cbs:
+            st = cb.pass_state()
+            if st: cbs[cb.name] = st
+        return dict(loss_sum=self._loss_sum, n=self._n, cbs=cbs)
+
+    def load_pass_state(self, state: dict):
+        "Continue a training pass from `pass_state()`'s sums, so a resumed epoch logs what an uninterrupted one would."
+        self._loss_sum, self._n = state["loss_sum"], state["n"]
+        by_name = {cb.name: cb for cb in self.cbs}
+        for name, st in (state.get("cbs") or {}).items():
+            if name in by_name: by_name[name].load_pass_state(st)
+
     def _run_pass(self, train: bool, dl):
         self.training, self.dl = train, dl
         self.n_iter = len(dl)             # set before before_train/before_validate, so callbacks may change it
         self.model.train(train)
         self._loss_sum, self._n, self._outs, self._targs, self._idx = 0.0, 0, [], [], []
         if train:
+            if self.start_batch and self._resume_pass is not None: self.load_pass_state(self._resume_pass)
+            self._resume_pass = None
             self.batches_done = self.start_batch
             if hasattr(dl, "set_epoch"): dl.set_epoch(self.epoch, self.start_batch)
             self._with_events(self._all_batches, "train", CancelTrainException)

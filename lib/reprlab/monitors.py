@@ -7,15 +7,16 @@ gradient statistics and activation statistics with their plots."""
 from __future__ import annotations
 
 import math
+import sys
 import warnings
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from .checkpoint import (CheckpointWriter, _unwrap, learner_state, load_checkpoint, load_weights, restore_learner,
-                                save_checkpoint)
-from .core import Hooks, is_main_process, make_generator
+from .checkpoint import (CheckpointError, CheckpointWriter, _unwrap, learner_state, load_checkpoint, load_weights,
+                                restore_learner, save_checkpoint)
+from .core import Hooks, Terminated, clean_stale_temp, is_main_process, make_generator
 from .learner import Callback, CancelFitException
 from .viz import new_figure, save_figure
 
@@ -120,7 +121,7 @@ def _bn_buffers(model: nn.Module) -> list:
     return out
 
 class CheckpointCB(Callback):
-    "Write `path/checkpoints/last.pt` each epoch, `best.pt` on improvement, `keep` recent `epoch-XXXX.pt`, and `last.pt` on Ctrl-C."
+    "Write `path/checkpoints/last.pt` each epoch, `best.pt` on improvement, `keep` recent `epoch-XXXX.pt`, and `last.pt` on Ctrl-C / SIGTERM."
     order = 80
     run_valid = False
     def __init__(self, path, monitor: str | None = "valid_loss", mode: str = "min", min_delta: float = 0.0, keep: int = 1,
@@ -131,7 +132,7 @@ class CheckpointCB(Callback):
         self.dir = Path(path) / "checkpoints"
         self.tracker = Improvement(monitor, mode, min_delta) if monitor is not None else None
         self.keep, self.restore_best, self.config, self.every = keep, restore_best, config, every
-        self.saved, self._m, self._saved_at_end = [], None, False
+        self.saved, self._m, self._saved_at_end, self._good = [], None, False, 0
         self.writer = CheckpointWriter(background)     # epoch-end writes go on in a thread while the next epoch trains
 
     @property
@@ -146,6 +147,18 @@ class CheckpointCB(Callback):
             self.saved = []
             if self.tracker is not None: self.tracker.reset()
         self._m, self._saved_at_end = None, False
+        self._good, self.writer.written = learn.start_epoch, None  # the epochs last.pt holds: those before `_good`
+        if self._main: clean_stale_temp(self.dir)                  # left by a process killed mid-write
+
+    def _cut_history(self, learn):
+        "After a failed write: keep in `learn.history` only the epochs that the surviving `last.pt` holds (HistoryCB follows)."
+        good = self.writer.written if self.writer.written is not None else self._good
+        learn.history[:] = [h for h in learn.history if h.get("epoch", -1) < good]
+
+    def _wait(self, learn):
+        "Wait for the pending write; if it failed, cut the history back to the surviving `last.pt` and raise."
+        try: self.writer.wait()
+        except CheckpointError: self._cut_history(learn); raise
 
     def after_epoch(self, learn):
         improved = self.tracker is not None and self.tracker.update(self.tracker.value(learn.log, "CheckpointCB"), learn.epoch)
@@ -156,15 +169,17 @@ class CheckpointCB(Callback):
                 name = f"epoch-{learn.epoch + 1:04d}.pt"
                 self.saved = [s for s in self.saved if s != name] + [name]
                 drop, self.saved = self.saved[:-self.keep], self.saved[-self.keep:]
+            self._wait(learn)                                       # the previous write, and its error first
             st = learner_state(learn, self.config)
             st["epoch"], st["batch"] = learn.epoch + 1, 0          # where a resumed run starts
             paths = ([self.last] + ([self.dir / self.saved[-1]] if self.keep > 1 else []) if due else []) + ([self.best] if improved else [])
-            self.writer.submit(st, paths, remove=[self.dir / o for o in drop])   # old files go once the new ones are safe
+            try: self.writer.submit(st, paths, remove=[self.dir / o for o in drop], tag=st["epoch"] if due else None)
+            except CheckpointError: self._cut_history(learn); raise    # (written at once when background=False)
         self._mark(learn, learn.epoch + 1, 0)
         self._saved_at_end = due
 
     def _load_best(self, learn):
-        self.writer.wait()
+        self._wait(learn)
         if not self.restore_best or self.tracker.best_epoch is None: return
         import torch.distributed as dist
         if dist.is_available() and dist.is_initialized(): dist.barrier()   # rank 0 has finished writing best.pt
@@ -187,10 +202,13 @@ class CheckpointCB(Callback):
         if getattr(self, "_bufs", None):
             torch._foreach_copy_(self._buf_copy, [b for _, b in self._bufs])
         cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None
-        self._m = dict(epoch=epoch, batch=batch, step=learn.step, torch=torch.get_rng_state(), cuda=cuda)
+        self._m = dict(epoch=epoch, batch=batch, step=learn.step, torch=torch.get_rng_state(), cuda=cuda,
+                       sums=learn.pass_state() if batch else None)    # the epoch's running loss sums at this point
 
-    def after_batch(self, learn): self._mark(learn, learn.epoch, learn.iter + 1)
-    def after_cancel_batch(self, learn): self._mark(learn, learn.epoch, learn.iter + 1)
+    def after_batch(self, learn):
+        if self.writer.error is not None: self._wait(learn)   # a failed background write stops the run now, not an epoch later
+        self._mark(learn, learn.epoch, learn.iter + 1)
+    def after_cancel_batch(self, learn): self.after_batch(learn)
     def after_train(self, learn): self._end_train(learn)
     def after_cancel_train(self, learn): self._end_train(learn)
     def _end_train(self, learn):
@@ -198,25 +216,28 @@ class CheckpointCB(Callback):
         if m is None: return
         self._mark(learn, learn.epoch, learn.iter + 1 if learn.step > m["step"] else m["batch"])
 
-    def cleanup_fit(self, learn): self.writer.wait()             # every file is on disk when fit returns or raises
+    def cleanup_fit(self, learn): self._wait(learn)             # every file is on disk when fit returns or raises
 
     def after_interrupt(self, learn):
-        self.writer.wait()
+        self._wait(learn)
         m = self._m
         if m is None or not self._main: return             # interrupted before training began: nothing to save
-        if learn.step > m["step"]: epoch, batch, rollback = learn.epoch, learn.iter + 1, False   # that batch's step is done
-        else: epoch, batch, rollback = m["epoch"], m["batch"], True
+        if learn.step > m["step"]:                          # that batch's step is done
+            epoch, batch, rollback, sums = learn.epoch, learn.iter + 1, False, learn.pass_state()
+        else: epoch, batch, rollback, sums = m["epoch"], m["batch"], True, m["sums"]
         if not (rollback and self._saved_at_end and batch == 0):   # else last.pt already holds this position
             st = learner_state(learn, self.config)
             hist = list(learn.history)
             if hist and hist[-1] is getattr(learn, "log", None) and hist[-1].get("epoch") == epoch: hist = hist[:-1]  # partial
             st.update(epoch=epoch, batch=batch, history=hist)
+            if batch and sums is not None: st["train_pass"] = sums      # the resumed epoch's train_loss covers all its batches
             if rollback:
                 st["step"], st["rng"]["torch"] = m["step"], m["torch"]
                 if m["cuda"] is not None: st["rng"]["cuda"] = m["cuda"]
                 for (k, _), c in zip(getattr(self, "_bufs", []), getattr(self, "_buf_copy", [])): st["model"][k] = c.clone()
             save_checkpoint(st, self.last)
-        print(f"Interrupted in epoch {epoch} before training batch {batch}; saved {self.last}.\n"
+        how = "Terminated (SIGTERM)" if isinstance(sys.exc_info()[1], Terminated) else "Interrupted"
+        print(f"{how} in epoch {epoch} before training batch {batch}; saved {self.last}.\n"
               f"Resume exactly with: learn.fit({learn.n_epochs}, resume={str(self.last)!r})  "
               f"(or reprlab.monitors.resume(learn, {str(self.last)!r}) then learn.fit({learn.n_epochs}))")
 
@@ -268,6 +289,17 @@ class GradStatsCB(Callback):
         self._sum.index_add_(0, ix, torch.where(ok[:, None], st, torch.zeros_like(st)))
         self._n.index_add_(0, ix, ok.float()); self._bad.index_add_(0, ix, (~ok).float())
         self._steps += 1
+
+    def pass_state(self) -> dict:
+        "This epoch's sums so far (copies), for a checkpoint saved mid-epoch."
+        if not hasattr(self, "_sum"): return {}
+        return dict(sum=self._sum.clone(), n=self._n.clone(), bad=self._bad.clone(), steps=self._steps)
+
+    def load_pass_state(self, st: dict):
+        "Continue this epoch's sums from `pass_state()` (a mid-epoch resume)."
+        if st.get("sum") is None or st["sum"].shape != self._sum.shape: return   # another model: start the epoch afresh
+        dev = self._sum.device
+        self._sum, self._n, self._bad, self._steps = st["sum"].to(dev), st["n"].to(dev), st["bad"].to(dev), st["steps"]
 
     def after_epoch(self, learn):
         if not self._steps: return

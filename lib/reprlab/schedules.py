@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import math
+import warnings
 from collections.abc import Callable
 
 import numpy as np
@@ -29,10 +30,14 @@ def _check_len(epochs: int, iters_per_epoch: int):
 
 def cosine_schedule(base: float, final: float, epochs: int, iters_per_epoch: int, warmup_epochs: float = 0,
                     start_warmup: float = 0) -> np.ndarray:
-    "Per-step values: linear warmup `start_warmup -> base` over `warmup_epochs`, then cosine `base -> final` (DINO)."
+    "Per-step values: linear warmup `start_warmup -> base` over `warmup_epochs` (at most the run), then cosine `base -> final` (DINO)."
     _check_len(epochs, iters_per_epoch)
     total, warm = epochs * iters_per_epoch, round(warmup_epochs * iters_per_epoch)
-    if not 0 <= warm <= total: raise ValueError(f"warmup_epochs must be in [0, epochs={epochs}], got {warmup_epochs}")
+    if warm < 0: raise ValueError(f"warmup_epochs must be >= 0, got {warmup_epochs}")
+    if warm > total:                                       # a short run (a small time budget): all warm-up, no crash
+        warnings.warn(f"cosine_schedule: warmup_epochs={warmup_epochs} is longer than the run ({epochs} epochs); "
+                      f"the whole run warms up to {base}", RuntimeWarning)
+        warm = total
     warmup = np.linspace(start_warmup, base, warm) if warm > 0 else np.array([])
     iters = np.arange(total - warm)
     cos = final + 0.5 * (base - final) * (1 + np.cos(np.pi * iters / max(len(iters), 1)))
@@ -49,13 +54,14 @@ def step_schedule(base: float, milestones_epochs, gamma: float, epochs: int, ite
 
 def one_cycle_schedule(max_lr: float, epochs: int, iters_per_epoch: int, pct_start: float = 0.25, div: float = 25,
                        final_div: float = 1e4) -> np.ndarray:
-    "Per-step one-cycle values: cosine `max_lr/div -> max_lr` for `pct_start` of the run, cosine down to `max_lr/(div*final_div)`."
+    "Per-step one-cycle values: cosine `max_lr/div -> max_lr` for `pct_start` of the run, cosine down to `max_lr/(div*final_div)`; any length."
     _check_len(epochs, iters_per_epoch)
+    if not 0 < pct_start < 1: raise ValueError(f"pct_start must be in (0, 1), got {pct_start}")
     total = epochs * iters_per_epoch
-    mid = float(pct_start * total) - 1                    # the last step of the warmup phase, as OneCycleLR counts
-    if not 0 < mid < total - 1:
-        raise ValueError(f"pct_start={pct_start} leaves an empty phase for {total} steps: need 0 < pct_start*steps - 1 < steps - 1")
     start, low = max_lr / div, max_lr / div / final_div
+    if total == 1: return np.array([start])              # a single step: the first value of every one-cycle schedule
+    mid = float(pct_start * total) - 1                    # the last step of the warmup phase, as OneCycleLR counts
+    if mid <= 0: mid = 1.0 if total >= 3 else 0.5        # too few steps for pct_start: warm up over one step
     t = np.arange(total, dtype=np.float64)
     anneal = lambda a, b, pct: b + (a - b) / 2 * (np.cos(np.pi * pct) + 1)
     return np.where(t <= mid, anneal(start, max_lr, t / mid), anneal(max_lr, low, (t - mid) / (total - 1 - mid)))
@@ -130,6 +136,14 @@ class ScheduleCB(Callback):
             raise ValueError(f"ScheduleCB({self.param!r}): step {learn.step} is past the end of the schedule ({len(self.values)} values)")
         self._set(learn, self.values[learn.step])
 
+    def pass_state(self) -> dict:
+        "The value of the last training batch (what the epoch logs), for a checkpoint saved mid-epoch."
+        return {"last": self.last} if hasattr(self, "last") else {}
+
+    def load_pass_state(self, st: dict):
+        "Log the value of the batch before a mid-epoch resume if the resumed pass runs no batch (only validation)."
+        if "last" in st: self.last = st["last"]
+
     def after_epoch(self, learn):
         if self.log and hasattr(self, "last"): learn.log[self.param] = self.last
 
@@ -200,7 +214,8 @@ def lr_find(learn, start_lr: float = 1e-7, end_lr: float = 10, num_it: int = 100
     weights = {k: v.detach().clone() for k, v in model.state_dict().items()}
     trainable = [p.requires_grad for p in model.parameters()]
     opt_state = copy.deepcopy(learn.opt.state_dict()) if learn.opt is not None else None
-    names = ("opt", "step", "epoch", "n_epochs", "start_epoch", "start_batch", "batches_done", "history", "cbs", "training", "log")
+    names = ("opt", "step", "epoch", "n_epochs", "start_epoch", "start_batch", "batches_done", "history", "cbs", "training", "log",
+             "_resume_pass")
     saved = {k: learn.__dict__[k] for k in names if k in learn.__dict__}
     rng = torch.get_rng_state(); cuda_rng = torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None
     try:

@@ -15,6 +15,7 @@ import os
 import re
 import sys
 import time
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from types import SimpleNamespace
@@ -23,7 +24,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from .core import atomic_write_text, get_world_size, is_main_process
+from .core import Terminated, atomic_write_text, get_world_size, is_main_process
 from .learner import Callback
 from .viz import new_figure, save_figure
 
@@ -72,6 +73,7 @@ def _fit_status(status: str | None) -> str:
     "How a fit ended: the status set by `after_fit` / `after_cancel_fit`, else the exception being raised."
     if status is not None: return status
     exc = sys.exc_info()[1]   # cleanup_fit runs in the learner's `finally`: the exception in flight, if any
+    if isinstance(exc, Terminated): return "terminated"          # SIGTERM (a scheduler), see core.sigterm_as_interrupt
     if isinstance(exc, KeyboardInterrupt): return "interrupted"
     return f"failed: {type(exc).__name__}" if exc is not None else "stopped"
 
@@ -213,12 +215,13 @@ def save_history_plot(history, path) -> Path:
 
 # %% ../../nbs/10b_tracking.ipynb #f2d3f25e
 class HistoryCB(Callback):
-    "Rewrite `path/history.csv` every epoch and `path/history.png` every epoch within a `plot_budget` share of the time (rank 0)."
+    "Rewrite `path/history.csv` every epoch and `path/history.png` every epoch within a `plot_budget` share of the time (rank 0); a history cut back is followed at the end."
     order = 85
     def __init__(self, path, csv: bool = True, plot: bool = True, plot_budget: float | None = 0.02):
         if plot_budget is not None and plot_budget <= 0: raise ValueError(f"plot_budget must be > 0 or None, got {plot_budget}")
         self.path, self.csv, self.plot, self.budget = Path(path), csv, plot, plot_budget
         self._last, self._cost, self._stale = None, 0.15, False      # a typical drawing time until one is measured
+        self._epochs = None                                           # the epochs in the files written
 
     def _draw(self, learn):
         t = time.perf_counter()
@@ -226,19 +229,43 @@ class HistoryCB(Callback):
         self._last, self._cost, self._stale = time.perf_counter(), time.perf_counter() - t, False
 
     def before_fit(self, learn):
-        self._last, self._stale = time.perf_counter(), False
+        self._last, self._stale, self._epochs = time.perf_counter(), False, None
+
+    def _write_csv(self, learn):
+        p = self.path / "history.csv"
+        if _epoch_rows(learn.history): write_history_csv(learn.history, p)
+        else: p.unlink(missing_ok=True)
 
     def cleanup_epoch(self, learn):
         if not is_main_process() or _epoch_log(learn) is None: return
-        if self.csv: write_history_csv(learn.history, self.path / "history.csv")
+        self._epochs = [r["epoch"] for r in _epoch_rows(learn.history)]
+        if self.csv: self._write_csv(learn)
         if not self.plot: return
         # the figure costs ~0.15 s; with short epochs, redraw only when that is at most `budget` of the time since the last one
         due = self.budget is None or self._cost <= self.budget * (time.perf_counter() - self._last)
         if due: self._draw(learn)
         else: self._stale = True
 
+    def _follow_cut(self, learn, epochs: list):
+        "Rewrite the files for a history that lost epochs since they were written (`CheckpointCB` cuts it back to what `last.pt` holds when a write failed)."
+        if self.csv: self._write_csv(learn)
+        self._epochs = epochs
+        if self.plot and not epochs: (self.path / "history.png").unlink(missing_ok=True); self._stale = False
+        elif self.plot: self._stale = True
+
     def cleanup_fit(self, learn):
-        if is_main_process() and self.plot and self._stale: self._draw(learn)   # also after Ctrl-C or an early stop
+        if not is_main_process(): return
+        failing = sys.exc_info()[1]                            # the exception ending the fit, if any
+        epochs = [r["epoch"] for r in _epoch_rows(learn.history)]
+        cut = self._epochs is not None and epochs != self._epochs
+        try:
+            if cut: self._follow_cut(learn, epochs)
+            if self.plot and self._stale: self._draw(learn)   # also after Ctrl-C or an early stop
+        except OSError as e:                                   # e.g. the disk that made the checkpoint fail is still full
+            if failing is None: raise
+            warnings.warn(f"HistoryCB: could not update {self.path} after the run failed: {e}", RuntimeWarning)
+            if cut and self.csv and self._epochs != epochs:
+                (self.path / "history.csv").unlink(missing_ok=True)      # better none than one that contradicts last.pt
 
 # %% ../../nbs/10b_tracking.ipynb #b92a7fd6
 class JsonlLogCB(Callback):
@@ -258,7 +285,7 @@ class JsonlLogCB(Callback):
         self.path.mkdir(parents=True, exist_ok=True)
         self.f = open(self.path / self.fname, "a", encoding="utf-8")
         self._write("start", start_epoch=learn.start_epoch, n_epochs=learn.n_epochs, step=learn.step,
-                    resumed=bool(learn.history), world_size=get_world_size())
+                    resumed=learn.start_epoch > 0 or learn.start_batch > 0, world_size=get_world_size())
 
     def before_epoch(self, learn): self._t0 = time.perf_counter()
 
