@@ -81,7 +81,9 @@ def test_a_run_dir_in_use_is_refused(cli, tmp_path):
     with RunDir(tmp_path / "runs" / "busy", resume=True):                # another process's lock, as far as flock goes
         code, _, err = cli("--name=busy", "--epochs=1", *TINY)
     assert code == 2 and "in use by another process" in err
-    assert sorted(p.name for p in (tmp_path / "runs" / "busy").iterdir()) == [".lock"]   # the second run wrote nothing
+    run = tmp_path / "runs" / "busy"
+    assert sorted(p.name for p in run.iterdir()) == [".lock", "cmd.txt"]          # the holder's only: the refused run wrote nothing
+    assert len((run / "cmd.txt").read_text().splitlines()) == 1
 
 
 def test_two_runs_started_at_once_with_one_name(tiny, tmp_path):
@@ -134,7 +136,8 @@ def test_a_name_is_one_path_component(cli, tmp_path, name):
 def test_stale_temp_files_are_removed_on_the_next_start(cli, tmp_path):
     assert cli("--name=t", "--epochs=1", *TINY)[0] == 0
     ck = tmp_path / "runs" / "t" / "checkpoints"
-    stale = [ck / ".last.pt.4242.140000000.tmp", ck / ".best.pt.4242.tmp", tmp_path / "runs" / "t" / ".history.csv.4242.1.tmp"]
+    stale = [ck / ".last.pt.4242.140000000.tmp", ck / ".best.pt.4242.tmp", tmp_path / "runs" / "t" / ".history.csv.4242.1.tmp",
+             ck / "epoch-0001.pt"]                       # a per-epoch file that the checkpoint no longer lists
     for p in stale: p.write_bytes(b"\0" * 1000)
     assert cli("--resume=runs/t")[0] == 0
     assert not any(p.exists() for p in stale)
@@ -155,7 +158,7 @@ def test_sigterm_saves_prints_the_resume_command_and_exits_143(tiny, tmp_path):
     ck = load_checkpoint(last)
     assert 1 <= ck["epoch"] <= 40
     log = [json.loads(l) for l in (tmp_path / "runs" / "term" / "log.jsonl").read_text().splitlines()]
-    assert log[-1]["event"] == "end" and log[-1]["status"] == "interrupted"
+    assert log[-1]["event"] == "end" and log[-1]["status"] == "terminated"
 
 
 # ------------------------------------------------------------------------------------ one line for ordinary mistakes
@@ -301,11 +304,12 @@ def broken(tiny, tmp_path, monkeypatch):
 
 
 def test_a_corrupt_image_is_one_line_and_skip_corrupt_trains_past_it(cli, tmp_path, broken):
-    code, _, err = cli("--name=b", "--epochs=1", *TINY, "--data.dataset=bad")
+    tiny_args = [a for a in TINY if not a.startswith("--data.dataset")]
+    code, _, err = cli("--name=b", "--epochs=1", *tiny_args, "--data.dataset=bad")
     lines = err.strip().splitlines()
     assert code == 1 and len(lines) == 1 and "cannot decode image" in lines[0] and str(broken[0].name) in lines[0], err
     assert not (tmp_path / "runs").exists()
-    code, out, err = cli("--name=b", "--epochs=1", *TINY, "--data.dataset=bad", "--data.skip_corrupt")
+    code, out, err = cli("--name=b", "--epochs=1", *tiny_args, "--data.dataset=bad", "--data.skip_corrupt")
     assert code == 0, err
     warns = [l for l in err.splitlines() if l.startswith("warning: ")]
     assert len(warns) == 1 and broken[0].name in warns[0] and broken[1].name in warns[0], err   # listed once, both named

@@ -292,8 +292,12 @@ def test_a_real_full_disk(tiny_disk):
     msg = str(e.value)
     assert msg.startswith(f"no space left on device writing {run / 'checkpoints' / 'last.pt'} (free space on {tiny_disk.resolve()}: ")
     assert "\n" not in msg and "inline_container" not in msg
-    assert learn.epoch == 2 and learn.training                             # epoch 1's write failed, seen in epoch 2
-    _check_consistent(run, 1, snap)
+    # usually epoch 1's write is the one that fails (seen in epoch 2); the tmpfs's page accounting can make it epoch 0's
+    last = run / "checkpoints" / "last.pt"
+    k = load_checkpoint(last)["epoch"] if last.exists() else 0
+    assert k in (0, 1) and learn.epoch == k + 1 and learn.training, (k, learn.epoch)
+    if k: _check_consistent(run, k, snap)
+    else: assert not (run / "history.csv").exists() or not read_history_csv(run / "history.csv")
 
 
 def test_atomic_write_names_the_file_on_dev_full(tmp_path, monkeypatch):

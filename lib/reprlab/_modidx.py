@@ -799,7 +799,6 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                               'reprlab.runs.env_info': ('runs.html#env_info', 'reprlab/runs.py'),
                               'reprlab.runs.git_sha': ('runs.html#git_sha', 'reprlab/runs.py'),
                               'reprlab.runs.make_run_dir': ('runs.html#make_run_dir', 'reprlab/runs.py'),
-                              'reprlab.runs.remove_stale_temp': ('runs.html#remove_stale_temp', 'reprlab/runs.py'),
                               'reprlab.runs.resume_paths': ('runs.html#resume_paths', 'reprlab/runs.py')},
             'reprlab.schedules': { 'reprlab.schedules.LRFinderCB': ('schedules.html#lrfindercb', 'reprlab/schedules.py'),
                                    'reprlab.schedules.LRFinderCB.__init__': ('schedules.html#lrfindercb.__init__', 'reprlab/schedules.py'),

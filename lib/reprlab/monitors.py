@@ -148,7 +148,11 @@ class CheckpointCB(Callback):
             if self.tracker is not None: self.tracker.reset()
         self._m, self._saved_at_end = None, False
         self._good, self.writer.written = learn.start_epoch, None  # the epochs last.pt holds: those before `_good`
-        if self._main: clean_stale_temp(self.dir)                  # left by a process killed mid-write
+        if self._main:
+            clean_stale_temp(self.dir)                              # left by a process killed mid-write
+            if learn.start_epoch or learn.start_batch:              # a kill between a write and the rotation's removal
+                for p in self.dir.glob("epoch-*.pt"):               # leaves a file the checkpoint no longer lists
+                    if p.name not in self.saved: p.unlink(missing_ok=True)
 
     def _cut_history(self, learn):
         "After a failed write: keep in `learn.history` only the epochs that the surviving `last.pt` holds (HistoryCB follows)."

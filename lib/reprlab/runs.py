@@ -21,11 +21,11 @@ from filelock import FileLock, Timeout
 
 import reprlab
 from .config import ConfigError, config_to_dict, load_config, save_config
-from .core import atomic_write_text, default_device, is_main_process
+from .core import atomic_write_text, clean_stale_temp, default_device, is_main_process
 
 # %% auto #0
 __all__ = ['MAX_NAME', 'RESUME_MAY_CHANGE', 'git_sha', 'env_info', 'command_line', 'check_run_name', 'check_runs_dir',
-           'RunDirError', 'remove_stale_temp', 'RunDir', 'make_run_dir', 'resume_paths', 'check_resume']
+           'RunDirError', 'RunDir', 'make_run_dir', 'resume_paths', 'check_resume']
 
 # %% ../../nbs/20a_runs.ipynb #816999cc
 def git_sha(path=None) -> str | None:
@@ -83,21 +83,12 @@ def check_runs_dir(runs_dir, option: str = "--runs_dir") -> Path:
 
 # %% ../../nbs/20a_runs.ipynb #7c92a8de
 _LOCK = ".lock"
-_TEMP = re.compile(r"^\..+\.\d+(\.\d+)?\.tmp2?$")
 
 class RunDirError(ConfigError):
     "A run directory that is in use, already holds a run, or cannot be written; the message names it and what to do."
 
 def _contents(run: Path) -> list[str]:
     return sorted(p.name for p in run.iterdir() if p.name != _LOCK) if run.is_dir() else []
-
-def remove_stale_temp(folder) -> list[Path]:
-    "Remove the temporary files of interrupted atomic writes (`.NAME.<pid>[.<tid>].tmp`) in `folder` and its sub-folders; returns them."
-    folder, out = Path(folder), []
-    if not folder.is_dir(): return out
-    for p in folder.rglob(".*.tmp*"):
-        if p.is_file() and _TEMP.match(p.name): p.unlink(missing_ok=True); out.append(p)
-    return out
 
 class RunDir:
     "Context manager owning run dir `path` (rank 0): exclusive lock, refusal of an existing run unless `resume`/`overwrite`, and its record."
@@ -138,7 +129,7 @@ class RunDir:
                 for name in _contents(self.path):
                     p = self.path / name
                     shutil.rmtree(p) if p.is_dir() and not p.is_symlink() else p.unlink()
-            self.removed = remove_stale_temp(self.path)
+            self.removed = clean_stale_temp(self.path, all_pids=True, recursive=True)   # we hold the lock: none is being written
             self._record()
         except BaseException:
             self._release(); raise
