@@ -19,13 +19,13 @@ import torch
 from torch import nn
 
 import reprlab
-from .core import DiskFullError, _disk_full, atomic_write
+from .core import DiskFullError, _disk_full, atomic_write, defer_signals
 
 # %% auto #0
 __all__ = ['defer_sigint', 'MODELS', 'MODEL_MODULES', 'ENCODER_PREFIXES', 'CheckpointError', 'CheckpointDiskFullError',
-           'defer_signals', 'save_checkpoint', 'load_checkpoint', 'snapshot', 'link_checkpoint', 'CheckpointWriter',
-           'rng_state', 'set_rng_state', 'register_model', 'create_model', 'load_weights', 'load_model',
-           'encoder_state', 'load_encoder', 'learner_state', 'restore_learner']
+           'save_checkpoint', 'load_checkpoint', 'snapshot', 'link_checkpoint', 'CheckpointWriter', 'rng_state',
+           'set_rng_state', 'register_model', 'create_model', 'load_weights', 'load_model', 'encoder_state',
+           'load_encoder', 'learner_state', 'restore_learner']
 
 # %% ../../nbs/12_checkpoint.ipynb #1ce7c4ac
 class CheckpointError(ValueError):
@@ -36,26 +36,8 @@ class CheckpointDiskFullError(DiskFullError, CheckpointError):
     "Writing a checkpoint failed for lack of space: both a `DiskFullError` (an `OSError`) and a `CheckpointError`."
 
 # %% ../../nbs/12_checkpoint.ipynb #fe94d60d
-_DEFERRED = ("SIGTERM", "SIGINT")       # delivered in this order: a scheduler's stop outranks a Ctrl-C
+defer_sigint = defer_signals      # the old name; `defer_signals` lives in `reprlab.core`
 
-@contextmanager
-def defer_signals():
-    "Hold Ctrl-C (SIGINT) and SIGTERM until the block ends, then deliver them: a checkpoint write is never cut in half."
-    if threading.current_thread() is not threading.main_thread(): yield; return   # signals only reach the main thread
-    sigs = [getattr(signal, n) for n in _DEFERRED if hasattr(signal, n)]
-    got, old = {}, {}
-    for s in sigs: old[s] = signal.signal(s, lambda sig, frame: got.setdefault(sig, frame))
-    try: yield
-    finally:
-        for s in sigs: signal.signal(s, old[s] if old[s] is not None else signal.SIG_DFL)
-        for s in sigs:
-            if s not in got: continue
-            if callable(old[s]): old[s](s, got[s])                        # e.g. KeyboardInterrupt, Terminated
-            elif old[s] in (signal.SIG_DFL, None):
-                if s == signal.SIGINT: raise KeyboardInterrupt
-                os.kill(os.getpid(), s)                                    # the default action: SIGTERM ends the process
-
-defer_sigint = defer_signals      # the old name
 
 # %% ../../nbs/12_checkpoint.ipynb #4874e8ca
 def save_checkpoint(state: dict, path) -> Path:

@@ -27,7 +27,7 @@ from torch import nn
 __all__ = ['derive_seed', 'make_generator', 'seed_everything', 'worker_init', 'default_device', 'to_device', 'get_rank',
            'get_world_size', 'is_main_process', 'Hook', 'Hooks', 'Timer', 'set_threads', 'tune_allocator',
            'DiskFullError', 'atomic_write', 'atomic_write_text', 'clean_stale_temp', 'Terminated',
-           'sigterm_as_interrupt']
+           'sigterm_as_interrupt', 'defer_signals']
 
 # %% ../../nbs/00_core.ipynb #15454a12
 def derive_seed(seed: int, *keys: int) -> int:
@@ -255,3 +255,24 @@ def sigterm_as_interrupt():
     old = signal.signal(signal.SIGTERM, _raise_terminated)
     try: yield
     finally: signal.signal(signal.SIGTERM, old if old is not None else signal.SIG_DFL)
+
+# %% ../../nbs/00_core.ipynb #b00005a4
+_DEFERRED = ("SIGTERM", "SIGINT")       # delivered in this order: a scheduler's stop outranks a Ctrl-C
+
+@contextmanager
+def defer_signals():
+    "Hold Ctrl-C (SIGINT) and SIGTERM until the block ends, then deliver them: a checkpoint write is never cut in half."
+    if threading.current_thread() is not threading.main_thread(): yield; return   # signals only reach the main thread
+    sigs = [getattr(signal, n) for n in _DEFERRED if hasattr(signal, n)]
+    got, old = {}, {}
+    for s in sigs: old[s] = signal.signal(s, lambda sig, frame: got.setdefault(sig, frame))
+    try: yield
+    finally:
+        for s in sigs: signal.signal(s, old[s] if old[s] is not None else signal.SIG_DFL)
+        for s in sigs:
+            if s not in got: continue
+            if callable(old[s]): old[s](s, got[s])                        # e.g. KeyboardInterrupt, Terminated
+            elif old[s] in (signal.SIG_DFL, None):
+                if s == signal.SIGINT: raise KeyboardInterrupt
+                os.kill(os.getpid(), s)                                    # the default action: SIGTERM ends the process
+

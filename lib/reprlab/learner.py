@@ -13,7 +13,7 @@ from functools import partial
 import torch
 from torch import nn
 
-from .core import default_device, get_world_size, to_device, tune_allocator
+from .core import defer_signals, default_device, get_world_size, to_device, tune_allocator
 from .optim import optimisable
 
 # %% auto #0
@@ -195,7 +195,8 @@ class Learner:
         self.skip_step = False
         self.backward(); self.callback("after_backward")
         if self.skip_step: return                       # e.g. gradient accumulation between steps
-        self.opt_step(); self.step += 1; self.callback("after_step")
+        with defer_signals(): self.opt_step(); self.step += 1   # atomic for Ctrl-C / SIGTERM: a half-applied step cannot be rolled back
+        self.callback("after_step")
         self.zero_grad()
 
     def _do_batch(self): self._with_events(self._one_batch, "batch", CancelBatchException)
