@@ -349,3 +349,12 @@ def test_a_protocol_on_a_tiny_budget_trains_instead_of_crashing(cli, tmp_path):
     assert code == 0, err
     p = json.loads((tmp_path / "runs" / "iw" / "protocol.json").read_text())
     assert sorted(p["arms"]) == ["finetune", "pretrain", "scratch"] and all(a["epochs"] >= 1 for a in p["arms"].values())
+
+
+def test_a_run_written_before_names_were_checked_still_resumes(cli, tmp_path):
+    "Protocol arms used to record name='<protocol>/<arm>': resuming such a run takes its name from its folder."
+    assert cli("--name=arm", "--epochs=2", *TINY)[0] == 0
+    f = tmp_path / "runs" / "arm" / "config.json"
+    f.write_text(f.read_text().replace('"name": "arm"', '"name": "iw/arm"'))
+    code, _, err = cli("--resume=runs/arm")
+    assert code == 0, err

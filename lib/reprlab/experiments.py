@@ -295,7 +295,7 @@ def check_config(cfg: TrainConfig) -> TrainConfig:
     "Check the options' ranges and what they cannot express (name, folders, device, files named by options) before anything is loaded or written."
     check_options(cfg)
     check_runs_dir(cfg.runs_dir)
-    if cfg.name: check_run_name(cfg.name)
+    if cfg.name and cfg.resume is None: check_run_name(cfg.name)   # a resume takes its name from its run dir
     if cfg.device is not None:
         try: default_device(cfg.device)
         except ValueError as e: raise ConfigError(f"--device: {e}") from None
