@@ -1,4 +1,5 @@
 """Shared fixtures. Tests run with one torch thread per process (pytest-xdist runs two processes on 2 cores)."""
+import json
 import os
 import tarfile
 from pathlib import Path
@@ -9,7 +10,7 @@ import torch
 torch.set_num_threads(1)
 os.environ.setdefault("REPRLAB_DEVICE", "cpu")
 
-from reprlab.testing import shared_data  # noqa: E402
+from reprlab.testing import make_imagewang, shared_data  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -26,3 +27,13 @@ def cifar_folder(shared, tmp_path_factory):
     out = tmp_path_factory.mktemp("cifar-folder")
     with tarfile.open(shared / "cifar10-folder-sample.tar") as t: t.extractall(out, filter="data")
     return out / "cifar10-folder-sample"
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    "A tiny synthetic Imagewang (3 classes, 8 + 4 images each, 24 unlabeled, 16 px) registered as 'tiny': (root, registry)."
+    root = tmp_path_factory.mktemp("tiny")
+    make_imagewang(root / "wang", classes=("a", "b", "c"), n_train=8, n_val=4, n_unsup=24, size=(16, 16))
+    reg = root / "reg.json"
+    reg.write_text(json.dumps({"tiny": {"root": str(root / "wang"), "layout": "imagewang"}}))
+    return root, reg

@@ -28,15 +28,6 @@ TINY = ["--data.dataset=tiny", "--data.size=16", "--data.batch_size=8", "--data.
         "--knn_k=3"]
 
 
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    root = tmp_path_factory.mktemp("tiny")
-    make_imagewang(root / "wang", classes=("a", "b", "c"), n_train=8, n_val=4, n_unsup=24, size=(16, 16))
-    reg = root / "reg.json"
-    reg.write_text(json.dumps({"tiny": {"root": str(root / "wang"), "layout": "imagewang"}}))
-    return root, reg
-
-
 @pytest.fixture
 def cli(tiny, tmp_path, monkeypatch, capsys):
     "Run s01-train's main in-process in `tmp_path`: returns (exit code, stdout, stderr)."

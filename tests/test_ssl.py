@@ -8,18 +8,8 @@ import torch
 
 from reprlab.checkpoint import load_checkpoint, load_encoder, load_model
 from reprlab.experiments import DataConfig, TrainConfig, train
-from reprlab.testing import make_imagewang
 
 TASKS = ["rotation", "quadrant", "jigsaw", "patchwork", "transform_detect", "mixup", "scale", "simclr", "supcon", "byol", "nnclr", "dino"]
-
-
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    root = tmp_path_factory.mktemp("tiny")
-    make_imagewang(root / "wang", classes=("a", "b", "c"), n_train=8, n_val=4, n_unsup=24, size=(16, 16))
-    reg = root / "reg.json"
-    reg.write_text(json.dumps({"tiny": {"root": str(root / "wang"), "layout": "imagewang"}}))
-    return root, reg
 
 
 @pytest.mark.parametrize("task", TASKS)
