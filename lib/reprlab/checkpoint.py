@@ -9,9 +9,7 @@ import os
 import random
 import re
 import shutil
-import signal
 import threading
-from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
