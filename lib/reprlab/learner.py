@@ -140,8 +140,16 @@ class Learner:
             f = getattr(cb, event, None)
             if f is None: continue
             if not every: f(self); continue
-            try: f(self)
-            except BaseException as e: err = e if err is None else err
+            if err is None:
+                try: f(self)
+                except BaseException as e: err, tb = e, e.__traceback__
+                continue
+            try: raise err                  # the later callbacks see `err` in flight (sys.exc_info), as it will be raised
+            except BaseException:
+                try: f(self)
+                except BaseException as e2:  # the first error wins; the others are noted on it (Python >= 3.11)
+                    if hasattr(err, "add_note"): err.add_note(f"also raised in {event} by {type(cb).__name__}: {e2!r}")
+            err.__traceback__ = tb
         if err is not None: raise err
 
     def _with_events(self, f, name: str, exc):
