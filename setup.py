@@ -29,5 +29,7 @@ setuptools.setup(
     data_files=[("share/reprlab", ["data/cifar10-wang-mini.tar.gz", "data/datasets.json"])],
     install_requires=reqs("requirements"),
     extras_require={k.removesuffix("_requirements"): reqs(k) for k in cfg if k.endswith("_requirements") and k != "requirements"},
+    # `reprlab-train` etc. run the same code as bin/ (reprlab.cli), so a pip install has the scripts too
+    entry_points={"console_scripts": [f"{name}={target}" for name, target in (e.split("=", 1) for e in reqs("console_scripts"))]},
     zip_safe=False,
 )

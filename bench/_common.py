@@ -12,16 +12,26 @@ from reprlab.core import atomic_write_text
 RESULTS = Path(os.environ.get("REPRLAB_BENCH_RESULTS") or Path(__file__).resolve().parent / "results")   # tests write elsewhere
 
 
+EMULATION_ENV = ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA")     # set both to avx2 / AVX2 to measure an AVX2 machine here
+
+
+def machine_kind() -> str:
+    "The kind of CPU the figures are from: 'avx512-bf16' (native bf16), 'avx512', 'avx2', ...; '-emulated' when lowered by the env."
+    from reprlab.core import cpu_info
+    info = cpu_info()
+    kind = "avx512-bf16" if info["native_bf16"] else info["capability"].lower()
+    return kind + ("-emulated" if any(os.environ.get(k) for k in EMULATION_ENV) else "")
+
+
 def machine() -> dict:
-    "CPU model, cores, memory and whether a GPU was used."
+    "CPU model, torch's capability and native bf16 (the machine kind), cores, memory and whether a GPU was used."
     import torch
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"): cpu = line.split(":", 1)[1].strip(); break
-    except OSError: pass
+    from reprlab.core import cpu_info
+    info = cpu_info()
     mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30 if hasattr(os, "sysconf") else None
-    return dict(cpu=cpu, cores=os.cpu_count(), mem_gib=round(mem, 1) if mem else None, python=platform.python_version(),
+    return dict(cpu=info["model"], kind=machine_kind(), capability=info["capability"], native_bf16=info["native_bf16"],
+                emulation={k: os.environ[k] for k in EMULATION_ENV if os.environ.get(k)} or None,
+                cores=os.cpu_count(), mem_gib=round(mem, 1) if mem else None, python=platform.python_version(),
                 gpu=torch.cuda.get_device_name(0) if torch.cuda.is_available() else None, torch_threads=torch.get_num_threads())
 
 
@@ -43,12 +53,18 @@ def claim(what: str, value: float, goal: str) -> dict:
     return dict(what=what, value=round(float(value), 4), goal=goal, holds=bool(holds))
 
 
-def write(name: str, figures: dict, claims: list[dict], extra_versions=(), **extra) -> Path:
-    "Write bench/results/NAME.json and print the claims."
+def results_path(name: str, quick: bool = False) -> Path:
+    "bench/results/NAME[-quick]-KIND.json: one file per benchmark, mode and machine kind, so both kinds' figures are kept."
+    return RESULTS / f"{name}{'-quick' if quick else ''}-{machine_kind()}.json"
+
+
+def write(name: str, figures: dict, claims: list[dict], extra_versions=(), path: Path | None = None, **extra) -> Path:
+    "Write bench/results/NAME[-quick]-KIND.json (or `path`) and print the claims and the machine kind."
     RESULTS.mkdir(parents=True, exist_ok=True)
     out = dict(name=name, machine=machine(), versions=versions(*extra_versions), command=" ".join([Path(sys.executable).name] + sys.argv),
                figures=figures, claims=claims, **extra)
-    path = RESULTS / f"{name}.json"
+    path = path or results_path(name, bool(extra.get("quick")))
+    print(f"machine: {out['machine']['cpu']}, {out['machine']['kind']}, {out['machine']['torch_threads']} threads")
     atomic_write_text(path, json.dumps(out, indent=1) + "\n")
     for c in claims: print(f"claim: {c['what']} = {c['value']:.3g} (goal {c['goal']}): {'holds' if c['holds'] else 'FAILS'}")
     print(f"wrote {path}")

@@ -174,7 +174,7 @@ def main():
     claims = [claim("reprlab kNN accuracy - lightly kNN accuracy (mean over seeds)", knn["reprlab"] - knn["lightly"], ">= 0"),
               claim("reprlab s/epoch / lightly s/epoch", spe["reprlab"] / spe["lightly"], "<= 0.8")]
     write("simclr_vs_lightly", dict(results=runs, s_per_epoch=spe, knn_mean=knn), claims, extra_versions=("lightly",),
-          settings=dict(epochs=a.epochs, n_train=a.n_train, n_test=a.n_test, bs=a.bs, seeds=seeds, threads=a.threads))
+          settings=dict(epochs=a.epochs, n_train=a.n_train, n_test=a.n_test, bs=a.bs, seeds=seeds, threads=a.threads), quick=a.quick)
 
 if __name__ == "__main__":
     main()

@@ -39,8 +39,8 @@ TRAIN = ROOT / "bin" / "s01-train.py"
 METHODS = ["rotation", "jigsaw", "patchwork", "mixup", "simclr", "dino"]
 PRETRAIN = {"simclr": ["--lr=0.003", "--data.crop_scale=0.2", "--data.pretrain_size=16"],
             "byol": ["--lr=0.003", "--data.crop_scale=0.2", "--data.pretrain_size=16"],     # not in METHODS: below SimCLR
-            "nnclr": ["--lr=0.003", "--data.crop_scale=0.2", "--data.pretrain_size=16", "--temperature=0.1"],   # not in METHODS: ties SimCLR
-            "dino": ["--lr=0.001", "--data.crop_scale=0.3", "--data.pretrain_size=16", "--dino_local_size=8"]}
+            "nnclr": ["--lr=0.003", "--data.crop_scale=0.2", "--data.pretrain_size=16", "--nnclr.temperature=0.1"],   # not in METHODS: ties SimCLR
+            "dino": ["--lr=0.001", "--data.crop_scale=0.3", "--data.pretrain_size=16", "--dino.local_size=8"]}
 
 
 def run(args: list[str], runs: Path, threads: int) -> dict:
@@ -113,7 +113,7 @@ def main():
     claims = [claim(f"best SSL method ({best}) val accuracy - scratch, points", gain, ">= 5")]
     write(a.results, dict(val_accuracy=res, knn_after_pretraining=knn, seconds=secs, epochs=epochs), claims,
           settings=dict(budget_s=a.budget_s, finetune_s=a.finetune_s, seeds=seeds, encoder=a.encoder, threads=a.threads,
-                        jobs=a.jobs, extra=a.extra, first_seed_only=sorted(once)))
+                        jobs=a.jobs, extra=a.extra, first_seed_only=sorted(once)), quick=a.quick)
 
 
 if __name__ == "__main__":

@@ -16,11 +16,11 @@ def test_ssl_vs_scratch_reads_back_finished_runs(tmp_path):
     bench = [sys.executable, str(ROOT / "bench" / "ssl_vs_scratch.py"), "--quick", "--threads", "1", "--runs_dir", str(tmp_path / "runs")]
     first = subprocess.run(bench, env=env, capture_output=True, text=True)
     assert first.returncode == 0, first.stderr[-2000:]
-    r1 = json.loads((tmp_path / "results" / "ssl_vs_scratch.json").read_text())
+    r1 = json.loads(next((tmp_path / "results").glob("ssl_vs_scratch-quick-*.json")).read_text())
     assert set(r1["figures"]["val_accuracy"]) == {"scratch", "rotation", "simclr"} and "read back" not in first.stdout
     again = subprocess.run(bench, env=env, capture_output=True, text=True)        # same command: nothing trains again
     assert again.returncode == 0, again.stderr[-2000:]
     assert again.stdout.count("(read back") == 3
-    assert json.loads((tmp_path / "results" / "ssl_vs_scratch.json").read_text())["figures"] == r1["figures"]
+    assert json.loads(next((tmp_path / "results").glob("ssl_vs_scratch-quick-*.json")).read_text())["figures"] == r1["figures"]
     other = subprocess.run([*bench, "--extra=--wd=0.01"], env=env, capture_output=True, text=True)
     assert other.returncode != 0 and "holds a run of another command" in other.stderr

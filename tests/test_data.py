@@ -251,3 +251,16 @@ def test_real_cifar_folder_decodes_like_pil(cifar_folder):
         ref = torch.from_numpy(np.array(Image.open(ds.paths[i]).convert("RGB"))).permute(2, 0, 1)
         # libjpeg-turbo through torchvision vs PIL's libjpeg: same decoder family, at most off by rounding
         assert (ds.images[i].int() - ref.int()).abs().max() <= 2
+
+
+def test_decoding_leaves_the_global_rng_alone(tmp_path):
+    "The weights a seed gives must not depend on whether images were decoded in this run (first run vs disk cache) or shown with a bar."
+    from reprlab.data import cache, from_folder
+    from reprlab.testing import make_image_folder
+    root = make_image_folder(tmp_path / "f", classes=("a", "b"), n=5, size=8)
+    for progress in (False, True):
+        torch.manual_seed(0)
+        cache(from_folder(root), progress=progress)
+        after = torch.rand(3)
+        torch.manual_seed(0)
+        assert torch.equal(after, torch.rand(3)), progress

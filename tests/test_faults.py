@@ -103,3 +103,22 @@ def test_twenty_kills_and_every_resume_matches_the_uninterrupted_run(tiny, tmp_p
         saved = sorted(p.name for p in (run / "checkpoints").iterdir())
         assert saved == ["best.pt", f"epoch-{EPOCHS - 1:04d}.pt", f"epoch-{EPOCHS:04d}.pt", "last.pt"], saved
     assert sum(c[2] != 0 for c in codes) >= 10, codes                    # most signals landed mid-run
+
+
+def test_a_kill_between_the_checkpoint_and_history_csv_is_repaired_by_the_resume(tiny, tmp_path):
+    "SIGKILL after the last epoch's `last.pt` but before its `history.csv` row: the resume (nothing left to train) rewrites it."
+    root, env = tiny
+    args = [a for a in ARGS if not a.startswith("--epochs")] + ["--epochs=2"]
+    ref = subprocess.run([sys.executable, str(TRAIN), "--name=r", *args], cwd=tmp_path, env=env, capture_output=True,
+                         text=True, timeout=600)
+    assert ref.returncode == 0, ref.stderr[-3000:]
+    run = tmp_path / "runs" / "r"
+    want = (run / "history.csv").read_text()
+    lines = want.splitlines(keepends=True)
+    assert len(lines) == 3                                              # header and two epochs
+    (run / "history.csv").write_text("".join(lines[:-1]))              # what the kill left
+    (run / "history.png").unlink()
+    again = subprocess.run([sys.executable, str(TRAIN), "--resume=runs/r", "--quiet"], cwd=tmp_path, env=env,
+                           capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert (run / "history.csv").read_text() == want and (run / "history.png").is_file()

@@ -3,7 +3,6 @@ run dir) for every ordinary mistake. `s01-train`'s `main` runs in-process where 
 signal or a second process is the point."""
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import signal
@@ -17,13 +16,12 @@ import torch
 
 from reprlab.checkpoint import load_checkpoint
 from reprlab.experiments import parse_train_args
+from reprlab.cli import train_main
 from reprlab.runs import RunDir
 from reprlab.testing import make_imagewang
 
 ROOT = Path(__file__).resolve().parents[1]
 TRAIN = ROOT / "bin" / "s01-train.py"
-_spec = importlib.util.spec_from_file_location("s01_train", TRAIN)
-s01 = importlib.util.module_from_spec(_spec); _spec.loader.exec_module(s01)
 TINY = ["--data.dataset=tiny", "--data.size=16", "--data.batch_size=8", "--data.num_workers=0", "--threads=1", "--quiet",
         "--knn_k=3"]
 
@@ -36,7 +34,7 @@ def cli(tiny, tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("REPRLAB_DATASETS", str(reg)); monkeypatch.setenv("REPRLAB_CACHE", str(root / "cache"))
     def run(*args):
         capsys.readouterr()
-        try: code = s01.main(list(args))
+        try: code = train_main(list(args), prog="s01-train.py")
         except SystemExit as e: code = e.code
         finally: torch.set_num_threads(1)
         out, err = capsys.readouterr()
@@ -158,7 +156,8 @@ USAGE = [
     (["--keep=0"], "--keep"), (["--accum=0"], "--accum"), (["--data.size=0"], "--data.size"),
     (["--data.crop_scale=2"], "--data.crop_scale"), (["--data.num_workers=-1"], "--data.num_workers"),
     (["--threads=0"], "--threads"), (["--device=gpu"], "--device"), (["--name=" + "n" * 300], "--name"),
-    (["--seed=-1"], "--seed"), (["--temperature=0"], "--temperature"), (["--data.dataset=nope"], "nope"),
+    (["--seed=-1"], "--seed"), (["--task=simclr", "--simclr.temperature=0"], "--simclr.temperature"),
+    (["--temperature=0.1"], "--temperature is now --simclr.temperature"), (["--data.dataset=nope"], "nope"),
     (["--encoder=resnet1"], "resnet1"), (["--init_encoder=runs/nope.pt"], "--init_encoder"),
     (["--resume=runs/nope"], "--resume"), (["--data.valid_split=test"], "'test'"), (["--epochz=3"], "--epochs"),
     (["--monitor=acuracy"], "--monitor"), (["--resume=runs/x", "--overwrite"], "--resume"),
@@ -250,12 +249,15 @@ def test_fuzzed_options_never_give_a_traceback(cli, tmp_path, argv):
 
 def _typed(key: str):
     "Values of the option's own type, near and across its bounds: these get past the parser to the deeper checks."
+    from dataclasses import fields
     from typing import Literal, get_args, get_origin
     from reprlab.config import _hints
     cls = TrainConfig
     *groups, name = key.split(".")
     for g in groups: cls = _hints(cls)[g]
     tp = _hints(cls)[name]
+    choices = {f.name: f for f in fields(cls)}[name].metadata.get("choices")
+    if choices: return st.sampled_from([*map(str, choices), "typo"])           # --task: the registered names
     if get_origin(tp) is not Literal: tp = ([a for a in get_args(tp) if a is not type(None)] or [tp])[0]   # Optional[X] -> X
     if get_origin(tp) is Literal: return st.sampled_from([*map(str, get_args(tp)), "typo"])
     if tp is bool: return st.sampled_from(["true", "false"])

@@ -8,6 +8,10 @@ import torch
 
 from reprlab.checkpoint import load_checkpoint, load_encoder, load_model
 from reprlab.experiments import DataConfig, TrainConfig, train
+from reprlab.tasks.dino import DINOOptions
+from reprlab.tasks.nnclr import NNCLROptions
+from reprlab.tasks.pretext import MixOptions, PatchworkOptions
+from reprlab.tasks.simclr import SimCLROptions
 
 TASKS = ["rotation", "quadrant", "jigsaw", "patchwork", "transform_detect", "mixup", "scale", "simclr", "supcon", "byol", "nnclr", "dino"]
 
@@ -17,9 +21,9 @@ def test_task_trains_monitors_and_transfers(task, tiny, monkeypatch):
     root, reg = tiny
     monkeypatch.setenv("REPRLAB_DATASETS", str(reg)); monkeypatch.setenv("REPRLAB_CACHE", str(root / "cache"))
     cfg = TrainConfig(
-        task=task, name=task, runs_dir=root / "runs", epochs=2, quiet=True, threads=1, knn_k=3, dino_out_dim=32,
-        dino_n_local=2, dino_local_size=8, pretext_n=2, patch_size=4,
-        data=DataConfig(dataset="tiny", size=16, batch_size=8, num_workers=0))
+        task=task, name=task, runs_dir=root / "runs", epochs=2, quiet=True, threads=1, knn_k=3,
+        dino=DINOOptions(out_dim=32, n_local=2, local_size=8), mixup=MixOptions(n=2), scale=MixOptions(n=2),
+        patchwork=PatchworkOptions(patch_size=4), data=DataConfig(dataset="tiny", size=16, batch_size=8, num_workers=0))
     s = train(cfg, argv=["test"])
     run = root / "runs" / task
     hist = [json.loads(l) for l in (run / "log.jsonl").read_text().splitlines() if '"epoch"' in l and '"knn_accuracy"' in l]
@@ -42,23 +46,24 @@ def test_task_trains_monitors_and_transfers(task, tiny, monkeypatch):
 def test_mixup_objectives_are_selectable(objective, tiny, monkeypatch):
     root, reg = tiny
     monkeypatch.setenv("REPRLAB_DATASETS", str(reg)); monkeypatch.setenv("REPRLAB_CACHE", str(root / "cache"))
-    cfg = TrainConfig(task="mixup", pretext_loss=objective, name=f"mix-{objective}", runs_dir=root / "runs", epochs=1,
-                      quiet=True, threads=1, knn_every=0, pretext_n=2, data=DataConfig(dataset="tiny", size=16, batch_size=8, num_workers=0))
+    cfg = TrainConfig(task="mixup", mixup=MixOptions(n=2, loss=objective), name=f"mix-{objective}", runs_dir=root / "runs", epochs=1,
+                      quiet=True, threads=1, knn_every=0, data=DataConfig(dataset="tiny", size=16, batch_size=8, num_workers=0))
     s = train(cfg, argv=["test"])
     model = load_model(root / "runs" / f"mix-{objective}" / "checkpoints" / "last.pt")
     assert model.loss_kind == {"pdist": "pdist", "bce": "bce", "mse": "mse"}[objective]
     assert s["final"]["train_loss"] == s["final"]["train_loss"]
 
 
-def test_pretext_loss_needs_a_multi_image_task():
-    from reprlab.config import ConfigError
-    from reprlab.experiments import pretext_kwargs
-    with pytest.raises(ConfigError, match="--pretext_loss"): pretext_kwargs(TrainConfig(task="rotation", pretext_loss="pdist"))
+def test_pretext_loss_needs_a_multi_image_task(capsys):
+    "The objective is an option of mixup and scale only: given to another task it is refused, not ignored."
+    from reprlab.experiments import parse_train_args
+    with pytest.raises(SystemExit): parse_train_args(["--task=rotation", "--mixup.loss=pdist"])
+    assert "--mixup.loss is an option of --task=mixup" in capsys.readouterr().err
 
 
 def test_pretrain_size_sets_the_views(tiny, monkeypatch):
     from reprlab.config import ConfigError
-    from reprlab.experiments import build_data
+    from reprlab.experiments import build_data, check_config
     root, reg = tiny
     monkeypatch.setenv("REPRLAB_DATASETS", str(reg)); monkeypatch.setenv("REPRLAB_CACHE", str(root / "cache"))
     data = lambda task, ps: DataConfig(dataset="tiny", size=16, batch_size=8, num_workers=0, pretrain_size=ps)
@@ -69,21 +74,16 @@ def test_pretrain_size_sets_the_views(tiny, monkeypatch):
         assert all(v.shape[-2:] == (ps or 16, ps or 16) for v in views), (task, [v.shape for v in views])
         assert valid[0]["image"].shape[-1] == 16                                 # kNN / fine-tuning stay at --data.size
     with pytest.raises(ConfigError, match="pretrain_size"): build_data(TrainConfig(task="simclr", data=data("simclr", 32)))
-    dls, *_ = build_data(TrainConfig(task="simclr", simclr_n_local=2, simclr_local_size=4, data=data("simclr", 8)))
+    dls, *_ = build_data(TrainConfig(task="simclr", simclr=SimCLROptions(n_local=2, local_size=4), data=data("simclr", 8)))
     assert [v.shape[-1] for v in next(iter(dls.train))["image"]] == [8, 8, 4, 4]          # multi-crop SimCLR
-    with pytest.raises(ConfigError, match="simclr_local_size=8 must be between 0 and the views' size .8 px"):
-        build_data(TrainConfig(task="simclr", simclr_n_local=2, data=data("simclr", 8)))
-    from reprlab.experiments import check_config
+    with pytest.raises(ConfigError, match="--simclr.local_size=8 must be between 0 and the views' size .8 px"):
+        build_data(TrainConfig(task="simclr", simclr=SimCLROptions(n_local=2), data=data("simclr", 8)))
     with pytest.raises(ConfigError, match="--data.jitter: expected a value >= 0 and <= 2.5, got 3"):
         check_config(TrainConfig(task="simclr", data=DataConfig(dataset="tiny", size=16, jitter=3.0)))
-    with pytest.raises(ConfigError, match="byol takes 2 views, got --simclr_n_local=2"):
-        build_data(TrainConfig(task="byol", simclr_n_local=2, data=data("byol", 8)))
-    with pytest.raises(ConfigError, match="nnclr takes 2 views, got --simclr_n_local=2"):
-        build_data(TrainConfig(task="nnclr", simclr_n_local=2, data=data("nnclr", 8)))
-    with pytest.raises(ConfigError, match="simclr_n_local must be >= 0, got -1"):
-        build_data(TrainConfig(task="simclr", simclr_n_local=-1, data=data("simclr", 8)))
-    with pytest.raises(ConfigError, match="dino_local_size=8 must be smaller than the global crops .8 px"):
-        build_data(TrainConfig(task="dino", dino_local_size=8, data=data("dino", 8)))
+    with pytest.raises(ConfigError, match="--simclr.n_local: expected a value >= 0, got -1"):
+        check_config(TrainConfig(task="simclr", simclr=SimCLROptions(n_local=-1), data=data("simclr", 8)))
+    with pytest.raises(ConfigError, match="--dino.local_size=8 must be smaller than the global crops .8 px"):
+        build_data(TrainConfig(task="dino", dino=DINOOptions(local_size=8), data=data("dino", 8)))
     with pytest.warns(UserWarning, match="pretrain_size=8 applies to self-supervised tasks"):   # not silently ignored
         build_data(TrainConfig(task="supervised", data=data("supervised", 8)))
     from reprlab.protocols import protocol_configs
@@ -154,22 +154,21 @@ def test_imix_trains_and_is_recorded(tiny, monkeypatch):
     from reprlab.experiments import build_model
     root, reg = tiny
     monkeypatch.setenv("REPRLAB_DATASETS", str(reg)); monkeypatch.setenv("REPRLAB_CACHE", str(root / "cache"))
-    cfg = TrainConfig(task="simclr", simclr_mix=1.0, name="imix", runs_dir=root / "runs", epochs=1, quiet=True, threads=1,
+    cfg = TrainConfig(task="simclr", simclr=SimCLROptions(mix=1.0), name="imix", runs_dir=root / "runs", epochs=1, quiet=True, threads=1,
                       knn_k=3, data=DataConfig(dataset="tiny", size=16, batch_size=8, num_workers=0))
     s = train(cfg, argv=["test"])
     assert s["final"]["train_loss"] == s["final"]["train_loss"] and 0 <= s["final"]["knn_accuracy"] <= 1
     assert load_model(root / "runs" / "imix" / "checkpoints" / "last.pt").mix_alpha == 1.0   # rebuilt with i-Mix on
-    with pytest.raises(ConfigError, match="--simclr_mix=1.0 applies to --task=simclr with 2 views .* --task=byol"):
-        build_model(TrainConfig(task="byol", simclr_mix=1.0), 3)
-    with pytest.raises(ConfigError, match="--simclr_n_local=2"):
-        build_model(TrainConfig(task="simclr", simclr_mix=1.0, simclr_n_local=2), 3)
-    with pytest.raises(ConfigError, match="--simclr_mix must be >= 0 .* got -0.5"):
-        build_model(TrainConfig(task="simclr", simclr_mix=-0.5), 3)
-    with pytest.raises(ConfigError, match="--nnclr_queue must be >= 1, got 0"):
-        build_model(TrainConfig(task="nnclr", nnclr_queue=0), 3)
+    from reprlab.experiments import check_config
+    with pytest.raises(ConfigError, match="--simclr.mix=1.0 applies to 2 views .--simclr.n_local=0., got --simclr.n_local=2"):
+        check_config(TrainConfig(task="simclr", simclr=SimCLROptions(mix=1.0, n_local=2)))
+    with pytest.raises(ConfigError, match="--simclr.mix: expected a value >= 0, got -0.5"):
+        check_config(TrainConfig(task="simclr", simclr=SimCLROptions(mix=-0.5)))
+    with pytest.raises(ConfigError, match="--nnclr.queue: expected a value >= 1, got 0"):
+        check_config(TrainConfig(task="nnclr", nnclr=NNCLROptions(queue=0)))
 
 
-@pytest.mark.parametrize("task,extra", [("nnclr", {}), ("simclr", {"simclr_mix": 1.0})])
+@pytest.mark.parametrize("task,extra", [("nnclr", {}), ("simclr", {"simclr": SimCLROptions(mix=1.0)})])
 def test_nnclr_and_imix_resume_exactly(task, extra, tiny, tmp_path, monkeypatch):
     "Ctrl-C after epoch 1 of 3, then --resume: the same weights, queue and queue pointer as an uninterrupted run."
     import dataclasses

@@ -119,7 +119,7 @@ def test_interrupt_closes_bars_and_reports(tmp_path):
 
 def test_progress_table_and_silence(monkeypatch):
     out = io.StringIO()
-    learn = _learner([ProgressCB(file=out, mininterval=0)])
+    learn = _learner([ProgressCB(file=out, mininterval=0, bars=True)])
     learn.fit(2)
     lines = out.getvalue().replace("\r", "\n").splitlines()
     table = [line.split() for line in lines if line.strip() and "|" not in line]
@@ -127,6 +127,10 @@ def test_progress_table_and_silence(monkeypatch):
     assert [r[0] for r in table[1:]] == ["0", "1"]
     assert float(table[2][1]) == pytest.approx(learn.history[1]["train_loss"], abs=1e-4)
     assert any("epoch 1 valid" in line and "loss=" in line for line in lines)   # a bar per pass with the running loss
+    out = io.StringIO()                                  # not a terminal (a log file): the table rows, no bars
+    _learner([ProgressCB(file=out, mininterval=0)]).fit(2)
+    assert "\r" not in out.getvalue() and "loss=" not in out.getvalue()
+    assert [line.split()[0] for line in out.getvalue().splitlines()] == ["epoch", "0", "1"]
     for env, show in [({"REPRLAB_QUIET": "1"}, True), ({"RANK": "1"}, True), ({}, False)]:
         with monkeypatch.context() as m:
             for k, v in env.items(): m.setenv(k, v)

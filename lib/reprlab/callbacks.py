@@ -12,6 +12,7 @@ from contextlib import nullcontext
 import torch
 from torch import nn
 
+from .core import amp_is_fast
 from .learner import Callback, CancelTrainException
 
 # %% auto #0
@@ -20,13 +21,16 @@ __all__ = ['MixedPrecisionCB', 'ChannelsLastCB', 'GradAccumCB', 'GradClipCB', 'N
 
 # %% ../../nbs/10_callbacks.ipynb #2ca38d49
 class MixedPrecisionCB(Callback):
-    "Autocast the forward pass: bf16 on CPU, fp16 + GradScaler on CUDA (`dtype` overrides); scaler state is checkpointed."
+    "Autocast the forward pass: bf16 on CPU, fp16 + GradScaler on CUDA (`dtype` overrides); `enabled='auto'`: only where it is fast; scaler state is checkpointed."
     order = 10
-    def __init__(self, dtype: torch.dtype | None = None, enabled: bool = True):
-        self.dtype, self.enabled, self._scaler_state = dtype, enabled, None
+    def __init__(self, dtype: torch.dtype | None = None, enabled: bool | str = "auto"):
+        if enabled not in (True, False, "auto"): raise ValueError(f"MixedPrecisionCB: enabled must be True, False or 'auto', got {enabled!r}")
+        self.dtype, self.setting, self._scaler_state = dtype, enabled, None
+        self.enabled = enabled is True
 
     def before_fit(self, learn):
         self.device_type = learn.device.type
+        self.enabled = amp_is_fast(learn.device) if self.setting == "auto" else self.setting   # bf16 on an AVX2 CPU: 3-10x slower
         self.amp_dtype = self.dtype or (torch.float16 if self.device_type == "cuda" else torch.bfloat16)
         use_scaler = self.enabled and self.device_type == "cuda" and self.amp_dtype == torch.float16
         learn.scaler = torch.amp.GradScaler("cuda") if use_scaler else None

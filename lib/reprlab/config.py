@@ -12,6 +12,7 @@ import inspect
 import json
 import math
 import numbers
+import os
 import reprlib
 import sys
 import types
@@ -329,12 +330,17 @@ def config_to_dict(cfg) -> dict:
     _check_cfg(cfg)
     return _jsonable(cfg)
 
+def _upgraded(cls, d):
+    "`d` as the class hook `cls.upgrade_config(d)` maps it (configs written by older versions), or `d` when there is none."
+    up = getattr(cls, "upgrade_config", None)
+    return up(d) if callable(up) and isinstance(d, Mapping) else d
+
 def config_from_dict(cls, d: Mapping, source: str | None = None):
     "An instance of `cls` from a (nested or dotted-key) dict, type-checked; unknown keys are errors naming close matches."
     _check_cls(cls)
     src = f"{source}: " if source else ""
     if not isinstance(d, Mapping): raise ConfigError(f"{src}expected an object of options, got {_short.repr(d)}")
-    return _build(cls, _tree(cls, d, src))
+    return _build(cls, _tree(cls, _upgraded(cls, d), src))
 
 # %% ../../nbs/01_config.ipynb #01831c09
 def save_config(cfg, path) -> Path:
@@ -380,6 +386,8 @@ def _resolve(cls, key: str):
         cur = tp
 
 def _is_flag(tp) -> bool:
+    "Whether `--key` alone means true: a bool, an optional bool, or a Literal that holds True and False (e.g. auto|true|false)."
+    if get_origin(tp) is Literal: return True in get_args(tp) and False in get_args(tp)
     return tp is bool or (_is_union(tp) and bool in get_args(tp) and set(get_args(tp)) <= {bool, _NoneType})
 
 def parse_config(cls, argv=None):
@@ -403,7 +411,8 @@ def parse_config(cls, argv=None):
         if not eq:
             nxt = argv[i] if i < len(argv) else None
             if _is_flag(tp):
-                words = _TRUE + _FALSE + (_NONE if tp is not bool else ())
+                words = _TRUE + _FALSE + (_NONE if _is_union(tp) else ())
+                words += tuple(a.lower() for a in get_args(tp) if get_origin(tp) is Literal and isinstance(a, str))
                 if isinstance(nxt, str) and nxt.strip().lower() in words: val, i = nxt, i + 1
                 else: val = "true"
             elif isinstance(nxt, str) and not nxt.startswith("--"): val, i = nxt, i + 1
@@ -419,7 +428,7 @@ def parse_config(cls, argv=None):
         node[dotted.rsplit(".", 1)[-1]] = v
     tree = _Group()
     if config_file is not None:
-        d = _read_json(config_file)
+        d = _upgraded(cls, _read_json(config_file))
         if not isinstance(d, Mapping):
             raise ConfigError(f"{config_file}: expected a JSON object of options, got {_short.repr(d)}")
         tree = _tree(cls, d, f"{config_file}: ")
@@ -469,9 +478,10 @@ def _option_rows(cls, base, prefix: str, sections: list, rows: list):
             sections.append((f"{key} options" + (f" ({help})" if help and help != f"{key} options" else ""), sub))
             _option_rows(tp, default if default is not MISSING else None, key + ".", sections, sub)
         else:
-            shown = "required" if default is MISSING else f"default: {json.dumps(_jsonable(default))}"
-            if f.metadata.get("bounds"): shown = f"{_range_text(f.metadata['bounds'])}; {shown}"
-            rows.append((f"--{key} {_type_name(tp)}", f"{help} ({shown})" if help else f"({shown})"))
+            says = "(default:" in help or "(default " in help         # the help explains the default itself: not twice
+            shown = "required" if default is MISSING else "" if says else f"default: {json.dumps(_jsonable(default))}"
+            if f.metadata.get("bounds"): shown = "; ".join(p for p in (_range_text(f.metadata["bounds"]), shown) if p)
+            rows.append((f"--{key} {_type_name(tp)}", " ".join(p for p in (help, f"({shown})" if shown else "") if p)))
 
 def help_text(cls, prog: str | None = None, description: str | None = None) -> str:
     "The `--help` text: usage, description, and every option (dotted) with its type, default and one-line help."
@@ -500,7 +510,10 @@ def cli(cls, argv=None, prog: str | None = None, description: str | None = None)
     argv = list(sys.argv[1:] if argv is None else argv)
     prog = prog or Path(sys.argv[0]).name or "script"
     if "-h" in argv or "--help" in argv:
-        print(help_text(cls, prog, description)); raise SystemExit(0)
+        try: print(help_text(cls, prog, description), flush=True)
+        except BrokenPipeError:                          # `--help | head`: the reader has gone, which is fine
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        raise SystemExit(0)
     try: return parse_config(cls, argv)
     except ConfigError as e:
         print(f"error: {e}" + ("" if "--help" in str(e) else f" (see {prog} --help)"), file=sys.stderr)

@@ -12,6 +12,7 @@ import random
 import re
 import shutil
 import signal
+import sys
 import threading
 import time
 from collections.abc import Mapping, Sequence
@@ -25,9 +26,9 @@ from torch import nn
 
 # %% auto #0
 __all__ = ['derive_seed', 'make_generator', 'seed_everything', 'worker_init', 'default_device', 'to_device', 'get_rank',
-           'get_world_size', 'is_main_process', 'Hook', 'Hooks', 'Timer', 'set_threads', 'tune_allocator',
-           'DiskFullError', 'atomic_write', 'atomic_write_text', 'clean_stale_temp', 'Terminated',
-           'sigterm_as_interrupt', 'defer_signals']
+           'get_world_size', 'is_main_process', 'Hook', 'Hooks', 'Timer', 'quiet', 'progress_bar', 'set_threads',
+           'cpu_info', 'amp_is_fast', 'tune_allocator', 'DiskFullError', 'atomic_write', 'atomic_write_text',
+           'clean_stale_temp', 'Terminated', 'sigterm_as_interrupt', 'defer_signals']
 
 # %% ../../nbs/00_core.ipynb #15454a12
 def derive_seed(seed: int, *keys: int) -> int:
@@ -132,6 +133,19 @@ class Timer:
     def __exit__(self, *exc):
         self._sync(); self.elapsed = time.perf_counter() - self.start
 
+# %% ../../nbs/00_core.ipynb #5ce49306
+def quiet() -> bool:
+    "True when `$REPRLAB_QUIET` is set to anything but '', '0', 'false' or 'no': no progress bars, tables or summaries."
+    return os.environ.get("REPRLAB_QUIET", "").strip().lower() not in ("", "0", "false", "no")
+
+def progress_bar(iterable=None, *, show: bool = True, bars: bool | None = None, file=None, **kwargs):
+    "A tqdm bar, silent unless `show` and not `quiet()`; `bars=None` draws it only on a terminal or in Jupyter (log files get no carriage returns)."
+    from tqdm.auto import tqdm
+    if bars is None:
+        out = file if file is not None else sys.stderr
+        bars = "notebook" in tqdm.__module__ or bool(getattr(out, "isatty", lambda: False)())
+    return tqdm(iterable, file=file, disable=not (show and bars and not quiet()), **kwargs)
+
 # %% ../../nbs/00_core.ipynb #c2ee020a
 def set_threads(n: int | None = None) -> int:
     "Set torch's intra-op threads (`None`: leave as is); returns the number in use. Use 1 per process when runs share cores."
@@ -139,6 +153,29 @@ def set_threads(n: int | None = None) -> int:
         if n < 1: raise ValueError(f"threads must be >= 1, got {n}")
         torch.set_num_threads(int(n))
     return torch.get_num_threads()
+
+# %% ../../nbs/00_core.ipynb #66772af4
+def _cpu_model() -> str:
+    "The CPU's model name ('model name' in /proc/cpuinfo on Linux, else what `platform` knows)."
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+            for line in f:
+                if line.lower().startswith(("model name", "hardware", "cpu model")): return line.split(":", 1)[1].strip()
+    except OSError: pass
+    return platform.processor() or platform.machine() or "unknown"
+
+def cpu_info() -> dict:
+    "The CPU's model, torch's kernel capability (AVX2, AVX512, ...), its core count and whether it computes bf16 natively."
+    cap = torch.backends.cpu.get_cpu_capability()      # what ATen's kernels use ($ATEN_CPU_CAPABILITY can lower it)
+    has = lambda name: bool(getattr(torch.cpu, name, lambda: False)())
+    native = cap.startswith("AVX512") and (has("_is_avx512_bf16_supported") or has("_is_amx_tile_supported"))
+    return dict(model=_cpu_model(), capability=cap, native_bf16=native, cores=os.cpu_count())
+
+def amp_is_fast(device) -> bool:
+    "Whether mixed precision beats float32 on `device`: CUDA (fp16 + GradScaler) yes; a CPU only with native bf16 (AVX512_BF16 / AMX)."
+    device = torch.device(device)
+    if device.type == "cuda": return True
+    return device.type == "cpu" and cpu_info()["native_bf16"]  # elsewhere bf16 autocast is 3-10x slower than float32
 
 # %% ../../nbs/00_core.ipynb #6f1541f6
 _ALLOC_TUNED = None

@@ -24,7 +24,7 @@ from PIL import Image, UnidentifiedImageError
 from torchvision.io import ImageReadMode, decode_image
 from torchvision.transforms.v2 import functional as TF
 
-from .core import atomic_write, atomic_write_text
+from .core import atomic_write, atomic_write_text, progress_bar
 
 # %% auto #0
 __all__ = ['IMAGE_EXTS', 'MAX_IMAGE_PIXELS', 'DataError', 'CorruptImageError', 'is_image_file', 'ImageTooLargeError',
@@ -355,12 +355,11 @@ class _Decode(torch.utils.data.Dataset):
 
 def _decode_all(ds: ImageDataset, num_workers: int, progress: bool):
     "Yield `(index, uint8 image or None, error message)` for every sample, decoded in `num_workers` processes."
+    # its own generator: a DataLoader draws its base seed from torch's global RNG otherwise, so the weights a seed gives
+    # would depend on whether images were decoded (not on disk yet) and on how (a progress bar wraps it: another draw)
     dl = torch.utils.data.DataLoader(_Decode(ds), batch_size=None, num_workers=num_workers,
-                                     prefetch_factor=64 if num_workers else None)
-    if progress:
-        from tqdm.auto import tqdm
-        dl = tqdm(dl, total=len(ds), desc=f"decoding {ds.name or 'images'}", leave=False)
-    yield from dl
+                                     prefetch_factor=64 if num_workers else None, generator=torch.Generator())
+    yield from progress_bar(dl, show=progress, total=len(ds), desc=f"decoding {ds.name or 'images'}", leave=False)
 
 def _read_disk_cache(ds: ImageDataset, path: Path, meta: Path):
     "The mapped array, skipped rows and their messages of the disk cache `path` of `ds`; raises if anything does not fit."

@@ -26,6 +26,7 @@ import numpy as np
 import torch
 from torchvision.transforms.v2 import functional as TF
 
+from .core import progress_bar
 from .data import (DataError, ImageDataset, default_cache_dir, from_csv, from_folder, from_npz, load_imagewang,
                           relabel, resize_uint8)
 
@@ -128,10 +129,9 @@ def download_file(url: str, dest, sha256: str | None = None, md5: str | None = N
     hs = {a: hashlib.new(a) for a, v in (("sha256", sha256), ("md5", md5)) if v}
     n = 0
     try:
-        from tqdm.auto import tqdm
         with urllib.request.urlopen(url, timeout=timeout) as r, open(tmp, "wb") as f, \
-             tqdm(total=int(r.headers.get("Content-Length") or 0) or size, unit="B", unit_scale=True,
-                  desc=f"downloading {dest.name}", disable=not progress, leave=False) as bar:
+             progress_bar(total=int(r.headers.get("Content-Length") or 0) or size, unit="B", unit_scale=True,
+                          desc=f"downloading {dest.name}", show=progress, leave=False) as bar:
             while chunk := r.read(1 << 20):
                 f.write(chunk); n += len(chunk); bar.update(len(chunk))
                 for h in hs.values(): h.update(chunk)

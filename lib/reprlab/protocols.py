@@ -17,8 +17,9 @@ from pathlib import Path
 from .config import ConfigError, load_config
 from .core import atomic_write_text, is_main_process, seed_everything, set_threads
 from .experiments import (DataConfig, TrainConfig, build_callbacks, build_data, build_learner, check_config,
-                                 default_run_name, train)
-from .runs import RunDir
+                                 default_run_name, train, train_config_class)
+from .runs import RunDir, script_command
+from .tasks import make_task
 from .learner import CancelFitException, Callback
 from .viz import new_figure, save_figure
 
@@ -70,25 +71,26 @@ def protocol_configs(cfg: TrainConfig) -> dict[str, TrainConfig]:
     "The arms of `cfg.protocol` (epochs still to be set from the budget): name -> TrainConfig, each a run dir inside `runs/<name>/`."
     if cfg.protocol != "imagewang": raise ConfigError(f"--protocol: unknown protocol {cfg.protocol!r} (known: imagewang)")
     if cfg.budget_s <= 0: raise ConfigError(f"--budget_s must be > 0, got {cfg.budget_s}")
-    if cfg.task != "supervised" and not 0 < cfg.finetune_s < cfg.budget_s:
+    task = make_task(cfg)
+    if task.pretraining and not 0 < cfg.finetune_s < cfg.budget_s:
         raise ConfigError(f"--finetune_s must be > 0 and < --budget_s ({cfg.budget_s}), got {cfg.finetune_s}")
     if cfg.resume is not None or cfg.init_encoder is not None:
         raise ConfigError("--protocol runs its arms from the start: drop --init_encoder; --resume takes the protocol's run dir (runs/<name>)")
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
         raise ConfigError("--protocol runs in one process (each process would calibrate its own budget): run it without torchrun")
-    if cfg.task == "supcon": raise ConfigError("--protocol=imagewang pretrains without labels; --task=supcon uses them")
+    if task.pretraining and task.labels: raise ConfigError(f"--protocol=imagewang pretrains without labels; --task={cfg.task} uses them")
     base, root = dataclasses.replace(cfg, protocol="none", overwrite=False), Path(cfg.runs_dir) / cfg.name   # arms: runs/<name>/<arm>
     d0 = DataConfig()
     sup = dataclasses.replace(base, task="supervised", lr=cfg.ft_lr, optimizer=cfg.ft_optimizer, wd=cfg.ft_wd, monitor="accuracy", mode="max",
                               data=dataclasses.replace(cfg.data, augment=d0.augment, crop_scale=d0.crop_scale, jitter=d0.jitter,
                                                        batch_size=d0.batch_size, pretrain_size=0))
     arms = {}
-    if cfg.task != "supervised":
+    if task.pretraining:
         arms["pretrain"] = dataclasses.replace(base, runs_dir=root, name="pretrain")
         arms["finetune"] = dataclasses.replace(sup, runs_dir=root, name="finetune", freeze_encoder_epochs=cfg.ft_freeze_epochs,
                                                encoder_lr_mult=cfg.ft_encoder_lr_mult,
                                                init_encoder=root / "pretrain" / "checkpoints" / "last.pt")
-    if cfg.scratch or cfg.task == "supervised": arms["scratch"] = dataclasses.replace(sup, runs_dir=root, name="scratch")
+    if cfg.scratch or not task.pretraining: arms["scratch"] = dataclasses.replace(sup, runs_dir=root, name="scratch")
     return arms
 
 # %% ../../nbs/22_protocols.ipynb #f77d00b8
@@ -128,7 +130,7 @@ def _resumed(cfg: TrainConfig) -> TrainConfig | None:
     root = Path(cfg.resume)
     if not (root / "config.json").exists():
         raise ConfigError(f"--resume with --protocol takes the protocol's run dir (runs/<name>, with config.json): {root} has none")
-    saved = load_config(TrainConfig, root / "config.json")
+    saved = load_config(train_config_class(), root / "config.json")
     if saved.protocol == "none": raise ConfigError(f"--resume: {root} is a single run, not a protocol's run dir; resume it without --protocol")
     return dataclasses.replace(saved, runs_dir=root.parent, name=root.name, resume=None, quiet=cfg.quiet)
 
@@ -166,7 +168,7 @@ def _run_arms(cfg: TrainConfig, arms: dict, root: Path, resuming: bool, argv) ->
         try: s = train(acfg, argv) if state != "done" else dict(run_dir=str(run))
         except KeyboardInterrupt:
             if is_main_process():
-                print(f"protocol interrupted; resume every arm with: {Path(sys.executable).name} bin/s01-train.py "
+                print(f"protocol interrupted; resume every arm with: {script_command(argv)} "
                       f"--protocol={cfg.protocol} --resume={root}", file=sys.stderr, flush=True)
             raise
         rows = _epoch_log(Path(s["run_dir"]))

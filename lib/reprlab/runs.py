@@ -21,11 +21,11 @@ from filelock import FileLock, Timeout
 
 import reprlab
 from .config import ConfigError, config_to_dict, load_config, save_config
-from .core import atomic_write_text, clean_stale_temp, default_device, is_main_process
+from .core import amp_is_fast, atomic_write_text, clean_stale_temp, cpu_info, default_device, is_main_process
 
 # %% auto #0
-__all__ = ['MAX_NAME', 'RESUME_MAY_CHANGE', 'git_sha', 'env_info', 'command_line', 'check_run_name', 'check_runs_dir',
-           'RunDirError', 'RunDir', 'make_run_dir', 'resume_paths', 'check_resume']
+__all__ = ['MAX_NAME', 'RESUME_MAY_CHANGE', 'git_sha', 'env_info', 'script_command', 'command_line', 'check_run_name',
+           'check_runs_dir', 'RunDirError', 'RunDir', 'make_run_dir', 'resume_paths', 'check_resume']
 
 # %% ../../nbs/20a_runs.ipynb #816999cc
 def git_sha(path=None) -> str | None:
@@ -39,19 +39,29 @@ def git_sha(path=None) -> str | None:
         return sha.stdout.strip() + ("+dirty" if dirty else "")
     except (OSError, subprocess.SubprocessError): return None
 
-def env_info(device=None) -> dict:
-    "Versions (python, torch, torchvision, reprlab), git sha, device and threads: what `env.json` holds."
+def env_info(device=None, amp=None) -> dict:
+    "Versions (python, torch, torchvision, reprlab), git sha, device, CPU (model, capability, native bf16), threads and the precision `amp` ('auto', True, False) gives: what `env.json` holds."
     import numpy, torchvision
     dev = default_device(device)
-    return dict(reprlab=reprlab.__version__, python=platform.python_version(), torch=torch.__version__,
-                torchvision=torchvision.__version__, numpy=numpy.__version__, git=git_sha(), device=str(dev),
-                gpu=torch.cuda.get_device_name(dev) if dev.type == "cuda" else None, threads=torch.get_num_threads(),
-                platform=platform.platform(), argv=sys.argv)
+    out = dict(reprlab=reprlab.__version__, python=platform.python_version(), torch=torch.__version__,
+               torchvision=torchvision.__version__, numpy=numpy.__version__, git=git_sha(), device=str(dev),
+               gpu=torch.cuda.get_device_name(dev) if dev.type == "cuda" else None, cpu=cpu_info(),
+               threads=torch.get_num_threads(), platform=platform.platform(), argv=sys.argv)
+    if amp is not None:
+        on = amp_is_fast(dev) if amp == "auto" else bool(amp)
+        out["amp"] = dict(setting=amp, enabled=on, dtype=("float16" if dev.type == "cuda" else "bfloat16") if on else "float32")
+    return out
+
+def script_command(argv=None) -> str:
+    "How to start this script again: `python bin/s01-train.py` for a script file, `reprlab-train` for an installed command."
+    argv = sys.argv if argv is None else argv
+    a0 = str(argv[0]) if argv else "bin/s01-train.py"
+    return f"{Path(sys.executable).name} {shlex.quote(a0)}" if a0.endswith(".py") else shlex.quote(Path(a0).name)
 
 def command_line(argv=None) -> str:
-    "The command that started this process (`python <argv...>`), shell-quoted: one line of `cmd.txt`."
+    "The command that started this process (`python bin/s01-train.py ...`, `reprlab-train ...`), shell-quoted: one line of `cmd.txt`."
     argv = sys.argv if argv is None else argv
-    return " ".join(shlex.quote(str(a)) for a in [Path(sys.executable).name, *argv])
+    return " ".join([script_command(argv), *(shlex.quote(str(a)) for a in argv[1:])])
 
 # %% ../../nbs/20a_runs.ipynb #c712f155
 MAX_NAME = 128
@@ -141,7 +151,7 @@ class RunDir:
             return
         if self.cfg is not None: save_config(self.cfg, self.path / "config.json")
         atomic_write_text(self.path / "cmd.txt", command_line(self.argv) + "\n")
-        atomic_write_text(self.path / "env.json", json.dumps(env_info(getattr(self.cfg, "device", None)), indent=1) + "\n")
+        atomic_write_text(self.path / "env.json", json.dumps(env_info(getattr(self.cfg, "device", None), getattr(self.cfg, "amp", None)), indent=1) + "\n")
 
     def _release(self):
         if self.lock is not None: self.lock.release(); self.lock = None

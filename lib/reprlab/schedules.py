@@ -94,7 +94,7 @@ class ScheduleCB(Callback):
     def name(self) -> str: return self.param.replace(".", "_") + "_sched"   # learn.lr_sched, learn.model_momentum_sched
 
     def before_fit(self, learn):
-        spe = self.steps_per_epoch or _steps_per_epoch(learn)
+        self.spe = spe = self.steps_per_epoch or _steps_per_epoch(learn)     # also what the history plot draws the schedule with
         need = learn.n_epochs * spe
         if self.fn is not None: self.values = _as_array(self.fn(epochs=learn.n_epochs, iters_per_epoch=spe), f"ScheduleCB({self.param!r})")
         if len(self.values) < need:

@@ -24,8 +24,9 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from .core import Terminated, atomic_write_text, get_world_size, is_main_process
+from .core import Terminated, atomic_write_text, get_world_size, is_main_process, progress_bar, quiet
 from .learner import Callback
+from .schedules import ScheduleCB
 from .viz import new_figure, save_figure
 
 # %% auto #0
@@ -35,10 +36,6 @@ __all__ = ['jsonable', 'ProgressCB', 'write_history_csv', 'read_history_csv', 's
 
 # %% ../../nbs/10b_tracking.ipynb #9dce3b02
 _FIRST = ("epoch", "train_loss", "valid_loss")
-
-def _quiet() -> bool:
-    "True when `$REPRLAB_QUIET` is set to anything but '', '0', 'false' or 'no'."
-    return os.environ.get("REPRLAB_QUIET", "").strip().lower() not in ("", "0", "false", "no")
 
 def _scalar(v):
     "A Python number for one-element tensors and numpy scalars; anything else unchanged."
@@ -105,14 +102,14 @@ def _fmt_time(s: float) -> str:
     return f"{h}:{m:02d}:{s:02d}" if h else f"{m:02d}:{s:02d}"
 
 class ProgressCB(Callback):
-    "tqdm bars (one per pass, throttled, running loss) and a table row per epoch; silent if `show=False`, `$REPRLAB_QUIET=1` or rank > 0."
+    "tqdm bars (one per pass, throttled, running loss; `bars=None`: on a terminal only) and a table row per epoch; silent if `show=False`, `$REPRLAB_QUIET=1` or rank > 0."
     order = 95
-    def __init__(self, show: bool = True, leave: bool = False, mininterval: float = 0.5, file=None):
-        self.show, self.leave, self.mininterval, self.file = show, leave, mininterval, file
+    def __init__(self, show: bool = True, leave: bool = False, mininterval: float = 0.5, file=None, bars: bool | None = None):
+        self.show, self.leave, self.mininterval, self.file, self.bars = show, leave, mininterval, file, bars
         self.bar, self.active = None, False
 
     def before_fit(self, learn):
-        self.active = self.show and not _quiet() and is_main_process()
+        self.active = self.show and not quiet() and is_main_process()
         self._cols, self._printed = None, None
 
     def before_epoch(self, learn): self._t0 = time.perf_counter()
@@ -122,8 +119,9 @@ class ProgressCB(Callback):
         try: total = len(learn.dl)
         except TypeError: total = None                      # an iterable without a length
         start = learn.start_batch if learn.training else 0   # resuming mid-epoch starts the bar there
-        self.bar = tqdm(total=total, initial=start, desc=f"epoch {learn.epoch} {what}", leave=self.leave,
-                        mininterval=self.mininterval, dynamic_ncols=True, file=self.file)
+        self.bar = progress_bar(total=total, initial=start, desc=f"epoch {learn.epoch} {what}", leave=self.leave, bars=self.bars,
+                                mininterval=self.mininterval, dynamic_ncols=True, file=self.file)
+        if self.bar.disable: self.bar = None                # not a terminal: the table rows only
         self._sum, self._n = 0.0, 0
 
     def before_train(self, learn): self._open(learn, "train")
@@ -185,32 +183,45 @@ def read_history_csv(path) -> list[dict]:
         return [{k: conv(v) for k, v in r.items() if v != ""} for r in csv.DictReader(f)]
 
 # %% ../../nbs/10b_tracking.ipynb #1f5831e9
-def save_history_plot(history, path) -> Path:
-    "Plot train/valid loss and one panel per other numeric key against the epoch; saved as PNG at `path`."
-    rows = _epoch_rows(history)
+_LABELS = {"accuracy": "valid accuracy", "knn_accuracy": "kNN accuracy (train labels -> val)", "lr": "learning rate",
+           "weight_decay": "weight decay"}
+
+def save_history_plot(history, path, title: str | None = None, labels: dict | None = None, steps: dict | None = None) -> Path:
+    "Plot train/valid loss and one panel per other numeric key against the epochs trained, with y labels and `title`; PNG at `path`."
+    # labels: panel names ({"accuracy": "valid accuracy"}); steps: {key: (values per optimiser step, steps per epoch)}
+    # draws a schedule step by step (a 1-epoch one-cycle shows its warm-up and decay, not only its last value)
+    rows, labels, steps = _epoch_rows(history), {**_LABELS, **(labels or {})}, steps or {}
     cols = _columns(rows)
     others = [k for k in cols if k not in _FIRST and any(_is_num(r.get(k)) for r in rows)]
     n = 1 + len(others); ncol = min(n, 3); nrow = -(-n // ncol)
-    fig = new_figure((4.0 * ncol, 2.8 * nrow))
+    fig = new_figure((4.0 * ncol, 2.8 * nrow + (0.3 if title else 0)))
     axs = list(fig.subplots(nrow, ncol, squeeze=False).flat)
-    def series(k):
-        pts = [(r["epoch"], float(_scalar(r[k]))) for r in rows if _is_num(r.get(k)) and math.isfinite(float(_scalar(r[k])))]
+    def series(k):   # the values of epoch e are drawn at e + 1: after e + 1 epochs of training
+        pts = [(r["epoch"] + 1, float(_scalar(r[k]))) for r in rows if _is_num(r.get(k)) and math.isfinite(float(_scalar(r[k])))]
         return [p[0] for p in pts], [p[1] for p in pts]
     from matplotlib.ticker import MaxNLocator
     style = dict(marker="o", ms=3) if len(rows) <= 50 else {}   # markers show single epochs; too busy for long runs
     ax = axs[0]; ys_all = []
     for k in ("train_loss", "valid_loss"):
         ex, ey = series(k)
-        if ex: ax.plot(ex, ey, label=k, **style); ys_all += ey
+        if ex: ax.plot(ex, ey, label=k.replace("_loss", ""), **style); ys_all += ey
     if ys_all and min(ys_all) > 0 and max(ys_all) / min(ys_all) > 100: ax.set_yscale("log")   # losses over decades
     if ax.lines: ax.legend(fontsize=8)
-    ax.set_title("loss", fontsize=9)
+    ax.set_title("loss", fontsize=9); ax.set_ylabel("loss", fontsize=8)
     for ax, k in zip(axs[1:], others):
         ex, ey = series(k)
-        ax.plot(ex, ey, **style); ax.set_title(k, fontsize=9)
+        if k in steps and len(steps[k][0]):
+            vals, spe = steps[k]
+            ax.plot(np.arange(1, len(vals) + 1) / spe, np.asarray(vals, dtype=float), lw=1, label="per step")
+            ax.plot(ex, ey, ls="none", **(style or dict(marker="o", ms=2)), label="end of epoch"); ax.legend(fontsize=7)
+        else: ax.plot(ex, ey, **style)
+        ax.set_title(labels.get(k, k), fontsize=9); ax.set_ylabel(labels.get(k, k), fontsize=8)
+    xmax = max([r["epoch"] + 1 for r in rows] + [len(v) / spe for v, spe in steps.values() if len(v)] + [1])
     for ax in axs[:n]:
-        ax.set_xlabel("epoch", fontsize=8); ax.xaxis.set_major_locator(MaxNLocator(integer=True)); ax.tick_params(labelsize=7)
+        ax.set_xlabel("epochs trained", fontsize=8); ax.xaxis.set_major_locator(MaxNLocator(integer=True)); ax.tick_params(labelsize=7)
+        ax.set_xlim(0, xmax + max(0.25, 0.02 * xmax))
     for ax in axs[n:]: ax.set_visible(False)
+    if title: fig.suptitle(title, fontsize=10)
     return save_figure(fig, path)
 
 # %% ../../nbs/10b_tracking.ipynb #f2d3f25e
@@ -225,11 +236,19 @@ class HistoryCB(Callback):
 
     def _draw(self, learn):
         t = time.perf_counter()
-        save_history_plot(learn.history, self.path / "history.png")
+        steps = {cb.param: (cb.values[:min(learn.step, len(cb.values))], cb.spe) for cb in learn.cbs
+                 if isinstance(cb, ScheduleCB) and cb.log and getattr(cb, "spe", None)}
+        save_history_plot(learn.history, self.path / "history.png", title=f"run {self.path.name}", steps=steps,
+                          labels={m.name: f"valid {m.name}" for m in getattr(learn, "metrics", [])})
         self._last, self._cost, self._stale = time.perf_counter(), time.perf_counter() - t, False
 
     def before_fit(self, learn):
         self._last, self._stale, self._epochs = time.perf_counter(), False, None
+        if not is_main_process() or not _epoch_rows(learn.history): return
+        # a resumed history is the truth: a kill between the checkpoint write and this epoch's files leaves them behind
+        self._epochs = [r["epoch"] for r in _epoch_rows(learn.history)]
+        if self.csv: self._write_csv(learn)
+        self._stale = self.plot
 
     def _write_csv(self, learn):
         p = self.path / "history.csv"
@@ -366,7 +385,7 @@ class RunSummaryCB(Callback):
         learn.summary = s
         if not is_main_process(): return
         if self.path is not None: atomic_write_text(self.path / "summary.json", json.dumps(jsonable(s), indent=2) + "\n")
-        if self.show and not _quiet():
+        if self.show and not quiet():
             best_txt = f"best {self.monitor} {_fmt(best)} at epoch {ep}" if ep is not None else f"no {self.monitor}"
             ips = f"{s['train_images_per_s']:,.0f}" if s["train_images_per_s"] is not None else "-"
             print(f"run {s['status']}: {s['epochs_run']} epochs ({s['epochs_total']} in total), {best_txt}, "
@@ -481,7 +500,7 @@ class CometCB(Callback):
         env = bool(self.log_env)
         return dict(project_name=self.project, workspace=self.workspace, log_code=False, log_graph=False,
                     auto_param_logging=False, auto_metric_logging=False, auto_output_logging=False, parse_args=False,
-                    auto_weight_logging=False, auto_log_co2=False, log_git_metadata=False, log_git_patch=False,
+                    auto_histogram_weight_logging=False, auto_log_co2=False, log_git_metadata=False, log_git_patch=False,
                     log_env_details=env, log_env_gpu=env and torch.cuda.is_available(), log_env_cpu=env,
                     log_env_host=False, log_env_network=False, log_env_disk=False, display_summary_level=0)
 
