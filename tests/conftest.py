@@ -1,6 +1,7 @@
 """Shared fixtures. Tests run with one torch thread per process (pytest-xdist runs two processes on 2 cores)."""
 import json
 import os
+import signal
 import tarfile
 from pathlib import Path
 
@@ -9,6 +10,9 @@ import torch
 
 torch.set_num_threads(1)
 os.environ.setdefault("REPRLAB_DEVICE", "cpu")
+# `make test &` from a shell without job control starts with Ctrl-C ignored, and the runs the tests start would inherit
+# that: the Ctrl-C tests need Python's own handler, here and (reset to the default at exec) in every child process.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN: signal.signal(signal.SIGINT, signal.default_int_handler)
 
 from reprlab.testing import make_imagewang, shared_data  # noqa: E402
 
