@@ -248,7 +248,7 @@ def load_encoder(encoder: nn.Module, path, prefixes=ENCODER_PREFIXES, strict: bo
 
 # %% ../../nbs/12_checkpoint.ipynb #dfaf4ccb
 def learner_state(learn, config: dict | None = None, epoch: int | None = None, batch: int = 0, **extra) -> dict:
-    "A checkpoint dict of `learn`: model, optimiser, callback states, RNG states, epoch/batch/step, history, config, version ('epoch'/'batch' = where to resume)."
+    "A checkpoint dict of `learn`: model, optimiser, callback states, RNG states, epoch/batch/step, history, config, preprocessing, version ('epoch'/'batch' = where to resume)."
     model = _unwrap(learn.model)
     return dict(model=model.state_dict(), model_spec=getattr(model, "spec", None),
                 opt=learn.opt.state_dict() if learn.opt is not None else None,
@@ -256,6 +256,7 @@ def learner_state(learn, config: dict | None = None, epoch: int | None = None, b
                 rng=rng_state(), epoch=learn.epoch if epoch is None else epoch, batch=batch, step=learn.step,
                 history=list(learn.history),
                 config=config if config is not None else getattr(learn, "config", None),
+                preprocess=getattr(learn, "preprocess", None),      # what evaluation must repeat (size, statistics, classes)
                 version=reprlab.__version__, **extra)
 
 def restore_learner(learn, ckpt: dict, source: str = "checkpoint"):

@@ -28,7 +28,7 @@ from .transforms import MultiView, basic_augment, simclr_augment
 from .viz import save_image_grid
 
 # %% auto #0
-__all__ = ['TRAIN_DOC', 'final_line', 'train_main', 'DataTourConfig', 'data_main']
+__all__ = ['TRAIN_DOC', 'EVAL_DOC', 'final_line', 'train_main', 'DataTourConfig', 'data_main', 'CompareConfig', 'eval_main']
 
 # %% ../../nbs/20b_cli.ipynb #39af4a4c
 TRAIN_DOC = "Train a model on a registered dataset (default: the small conv classifier on the embedded cifar10-wang-mini)"
@@ -129,4 +129,55 @@ def data_main(argv=None, prog: str | None = None) -> int:
     try: _tour(cfg)
     except (ConfigError, KeyError) as e: print(f"error: {_message(e)}", file=sys.stderr); return 2
     except (DataError, OSError) as e: print(f"error: {_message(e)}", file=sys.stderr); return 1
+    return 0
+
+# %% ../../nbs/20b_cli.ipynb #cd23f582
+EVAL_DOC = "Evaluate a run's checkpoint (metrics, kNN, linear probe, figures, report), or compare evaluated runs"
+
+@dataclass
+class CompareConfig:
+    "Compare evaluated runs: `--compare runs/a runs/b ...`."
+    out: Path = opt(Path("runs/compare"), "folder for compare.md and compare.csv")
+    on: str = opt("", "which report of each run, as <dataset>-<split> ('' = the run's validation split, else its newest)")
+
+def _compare_args(argv: list) -> tuple[list, list]:
+    "Split `--compare A B ...` (or `--compare=A,B`) from the other options."
+    runs, rest, i = [], [], 0
+    while i < len(argv):
+        a = argv[i]
+        if a.startswith("--compare="): runs += [p for p in a.split("=", 1)[1].split(",") if p]
+        elif a == "--compare":
+            while i + 1 < len(argv) and not argv[i + 1].startswith("--"): i += 1; runs.append(argv[i])
+        else: rest.append(a)
+        i += 1
+    return runs, rest
+
+def eval_main(argv=None, prog: str | None = None) -> int:
+    "`reprlab-eval` / `bin/s02-eval.py`: evaluate a run or compare runs; exit 0 done, 1 bad data or files, 2 usage."
+    from reprlab.eval_run import EvalConfig, compare_runs, evaluate_run, main_figures
+    argv = sys.argv[1:] if argv is None else list(argv)
+    prog = prog or Path(sys.argv[0] or "reprlab-eval").name
+    warnings.formatwarning = lambda message, category, *args, **kw: f"warning: {message}\n"
+    compare = any(a == "--compare" or a.startswith("--compare=") for a in argv)
+    try:
+        if compare:
+            runs, rest = _compare_args(argv)
+            cfg = cli(CompareConfig, rest, prog=prog, description=EVAL_DOC)
+            if not runs: raise ConfigError("--compare needs run dirs: --compare runs/a runs/b ...")
+            md, _ = compare_runs(runs, cfg.out, cfg.on or None)
+            print(md, end="")
+            print(f"written: {cfg.out / 'compare.md'}, {cfg.out / 'compare.csv'}")
+            return 0
+        cfg = cli(EvalConfig, argv, prog=prog, description=EVAL_DOC)          # exits 2 on a bad option
+        if not cfg.quiet: print(format_config(cfg), flush=True)
+        report = evaluate_run(cfg)
+    except KeyboardInterrupt: return 130
+    except (ConfigError, KeyError) as e:
+        print(f"error: {_message(e)}", file=sys.stderr); return 2
+    except (DataError, CheckpointError, OSError, ImportError) as e:
+        print(f"error: {_message(e)}", file=sys.stderr); return 1
+    if is_main_process():
+        figs = {k: v for k, v in main_figures(report).items() if v is not None}
+        print(", ".join(f"{k} {v:.4f}" for k, v in figs.items()) or "no labelled figures")
+        print(f"report: {Path(report['out_dir']) / 'report.md'}")
     return 0

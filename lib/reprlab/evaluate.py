@@ -6,18 +6,22 @@ that reports embedding quality during self-supervised training."""
 # %% ../../nbs/15_evaluate.ipynb #aa39029c
 from __future__ import annotations
 
+import contextlib
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from .checkpoint import _unwrap
-from .core import default_device, get_world_size, get_rank
+from .core import default_device, get_world_size, get_rank, progress_bar
 from .data import ImageDataset
 from .learner import Callback
 from .loaders import Loader
 
 # %% auto #0
-__all__ = ['extract_features', 'knn_classify', 'knn_accuracy', 'KNNMonitorCB']
+__all__ = ['KNN_MAX_BYTES', 'extract_features', 'knn_search', 'knn_classify', 'knn_accuracy', 'knn_report', 'KNNMonitorCB']
 
 # %% ../../nbs/15_evaluate.ipynb #9dda8e46
 def _encoder_of(model: nn.Module) -> nn.Module:
@@ -27,8 +31,8 @@ def _encoder_of(model: nn.Module) -> nn.Module:
 
 @torch.no_grad()
 def extract_features(model: nn.Module, data, batch_size: int = 256, transform=None, device=None,
-                     amp: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
-    "`(features (N, d) float32, labels (N,))` on the CPU for an `ImageDataset` or a `Loader`, in dataset order."
+                     amp: bool = False, progress: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    "`(features (N, d) float32, labels (N,))` on the CPU for an `ImageDataset` or a `Loader`, in dataset order (`progress`: a bar on a terminal)."
     dev = default_device(device)
     ws = get_world_size()
     dl = data if isinstance(data, Loader) else Loader(data, batch_size, shuffle=False, transform=transform, device=dev,
@@ -39,7 +43,7 @@ def extract_features(model: nn.Module, data, batch_size: int = 256, transform=No
     feats, labels, idx = [], [], []
     try:
         dl.set_epoch(0)
-        for b in dl:
+        for b in progress_bar(dl, show=progress and get_rank() == 0, desc="features", unit="batch", leave=False):
             x = b["image"].to(dev, non_blocking=True)
             with torch.autocast(dev.type, enabled=amp, dtype=torch.bfloat16 if dev.type == "cpu" else torch.float16):
                 f = enc(x)
@@ -54,31 +58,173 @@ def extract_features(model: nn.Module, data, batch_size: int = 256, transform=No
     return feats.cpu(), labels.cpu()
 
 # %% ../../nbs/15_evaluate.ipynb #b04e2e48
+KNN_MAX_BYTES = 256 * 2**20    # default cap on the (rows x n_train) float32 similarity block of one step
+
+def _features(x, name: str) -> torch.Tensor:
+    "`x` as a 2-D float32 tensor, or a ValueError naming `name`."
+    x = torch.as_tensor(x)
+    if x.ndim != 2: raise ValueError(f"{name} must be 2-D (n, d) features, got shape {tuple(x.shape)}")
+    if not x.is_floating_point(): raise ValueError(f"{name} must hold floating-point features, got dtype {x.dtype}")
+    return x.float()
+
+def _check_k(k) -> int:
+    "`k` as an int, or a ValueError unless it is an integer >= 1."
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
+        raise ValueError(f"k must be an integer >= 1, got {k!r}")
+    return int(k)
+
+_blas = None
+def _blas_single_thread():
+    "A context that runs numpy's BLAS on one thread (`_sims` shares the product out over its own threads instead)."
+    global _blas
+    try:
+        if _blas is None:
+            from threadpoolctl import ThreadpoolController
+            _blas = ThreadpoolController()
+        return _blas.limit(limits=1, user_api="blas")
+    except Exception: return contextlib.nullcontext()   # no threadpoolctl: BLAS keeps its own threads
+
+def _sims(q: torch.Tensor, tr: torch.Tensor, out: torch.Tensor, pool, nt: int) -> torch.Tensor:
+    "`out = q @ tr.T`: on the CPU numpy's BLAS, one thread per share of the training rows (`nt` threads of `pool`)."
+    if out.device.type != "cpu": return torch.mm(q, tr.T, out=out)
+    qn, trn, on = q.numpy(), tr.numpy(), out.numpy()
+    if nt < 2 or len(tr) < 2: np.matmul(qn, trn.T, out=on)
+    else:   # each thread packs only its share of the training matrix; BLAS writes into the strided column slice
+        cuts = np.linspace(0, len(tr), min(nt, len(tr)) + 1).astype(int)
+        list(pool.map(lambda a, b: np.matmul(qn, trn[a:b].T, out=on[:, a:b]), cuts[:-1], cuts[1:]))
+    return out
+
+def _block_topk(o: torch.Tensor, k1: int) -> tuple[torch.Tensor, torch.Tensor]:
+    "The `k1` largest values of each row of `o` (descending, equal values in no set order) and their columns."
+    rows, n = o.shape
+    b = next((b for b in (32, 16, 8, 4) if 16 * k1 * b <= n), 0)   # measured: worth it while k1 * b <= n / 16
+    if not b: return o.topk(k1, dim=1)
+    # The k1 largest values of a row lie in the k1 groups of b columns with the largest maxima (each of those
+    # groups holds a value >= the k1-th largest group maximum), so a cheap max per group narrows the search.
+    ng = n // b
+    gi = o.as_strided((rows, ng, b), (n, b, 1)).amax(-1).topk(k1, dim=1, sorted=False).indices
+    cols = (gi.unsqueeze(-1) * b + torch.arange(b, device=o.device)).reshape(rows, -1)
+    if ng * b < n: cols = torch.cat([cols, torch.arange(ng * b, n, device=o.device).expand(rows, -1)], 1)   # the last, partial group
+    v, j = o.gather(1, cols).topk(k1, dim=1)
+    return v, cols.gather(1, j)
+
+def _settle_ties(v: torch.Tensor, j: torch.Tensor, o: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    "The top `k` of `(v, j)` (top `k` or `k + 1` of block `o`) with the tie rule: equal similarities go to the lower index."
+    tied = torch.zeros(len(v), dtype=torch.bool, device=v.device)
+    if v.shape[1] > k:                                    # a tie across the k-th place: choose from the whole row
+        tied = v[:, k] == v[:, k - 1]
+        v, j = v[:, :k].clone(), j[:, :k].clone()
+        for r in tied.nonzero().flatten().tolist():
+            t = v[r, k - 1]
+            gt = (o[r] > t).nonzero().flatten()
+            sel = torch.cat([gt, (o[r] == t).nonzero().flatten()[:k - len(gt)]])   # nonzero is in index order
+            v[r], j[r] = o[r, sel], sel
+    rows = (tied | (v[:, 1:] == v[:, :-1]).any(1)).nonzero().flatten()    # order: similarity, then index
+    if len(rows):
+        js, p = j[rows].sort(dim=1)
+        vs, q = v[rows].gather(1, p).sort(dim=1, descending=True, stable=True)
+        v[rows], j[rows] = vs, js.gather(1, q)
+    return v, j
+
+def _pair(train_x, test_x) -> tuple[torch.Tensor, torch.Tensor]:
+    "Checked float32 `(train_x, test_x)` with the same number of features and at least one training row."
+    tr, te = _features(train_x, "train_x"), _features(test_x, "test_x")
+    if tr.shape[1] != te.shape[1]: raise ValueError(f"train_x has {tr.shape[1]} features per row but test_x has {te.shape[1]}")
+    if len(tr) == 0: raise ValueError("train_x is empty (need at least one training sample)")
+    return tr, te
+
+def knn_search(train_x, test_x, k: int = 20, max_bytes: int = KNN_MAX_BYTES,
+               chunk: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    "The `k` most cosine-similar training rows of each test row: `(similarities (M, k), indices (M, k))`, best first."
+    return _search(*_pair(train_x, test_x), k, max_bytes, chunk)
+
+def _search(tr: torch.Tensor, te: torch.Tensor, k: int, max_bytes: int, chunk: int | None):
+    "`knn_search` on checked features."
+    k, n = min(_check_k(k), len(tr)), len(tr)
+    if isinstance(max_bytes, bool) or not isinstance(max_bytes, (int, np.integer)) or max_bytes < 4 * n:
+        raise ValueError(f"max_bytes must be an integer >= 4 * n_train = {4 * n} (one row of similarities), got {max_bytes!r}")
+    if chunk is not None and chunk < 1: raise ValueError(f"chunk must be >= 1 or None, got {chunk!r}")
+    rows = max(1, min(max_bytes // (4 * n), len(te), chunk or len(te)))
+    rows = -(-len(te) // -(-len(te) // rows)) if len(te) else 1   # as many blocks, evenly filled (less memory to touch)
+    tr = F.normalize(tr, dim=1).contiguous()
+    sims = torch.empty(len(te), k, device=tr.device)
+    idx = torch.empty(len(te), k, dtype=torch.long, device=tr.device)
+    buf = torch.empty(rows, n, device=tr.device)         # the one (rows x n_train) block, reused
+    cpu, nt = tr.device.type == "cpu", torch.get_num_threads()
+    with (_blas_single_thread() if cpu else contextlib.nullcontext()), \
+         (ThreadPoolExecutor(nt, thread_name_prefix="knn") if cpu and nt > 1 else contextlib.nullcontext()) as pool:
+        for i in range(0, len(te), rows):
+            q = F.normalize(te[i:i + rows], dim=1).contiguous()
+            o = _sims(q, tr, buf[:len(q)], pool, nt)
+            sims[i:i + len(q)], idx[i:i + len(q)] = _settle_ties(*_block_topk(o, min(k + 1, n)), o, k)
+    if not torch.isfinite(sims).all():                   # NaN similarities rank first, so a bad row always shows here
+        bad = "train_x" if not torch.isfinite(tr).all() else "test_x"
+        raise ValueError(f"{bad} holds NaN or infinite values (expected finite features)")
+    return sims, idx
+
 def knn_classify(train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch.Tensor, k: int = 20,
                  temperature: float = 0.07, weighting: str = "exp", n_classes: int | None = None,
-                 chunk: int = 1024) -> tuple[torch.Tensor, torch.Tensor]:
+                 chunk: int | None = None, max_bytes: int = KNN_MAX_BYTES) -> tuple[torch.Tensor, torch.Tensor]:
     "Cosine kNN: `(predicted labels (M,), class scores (M, C))` for `test_x` from the labelled `train_x`."
     if weighting not in ("exp", "uniform"): raise ValueError(f"weighting must be 'exp' or 'uniform', got {weighting!r}")
-    if temperature <= 0: raise ValueError(f"temperature must be > 0, got {temperature}")
-    if len(train_x) != len(train_y): raise ValueError(f"{len(train_x)} training features but {len(train_y)} labels")
-    if (train_y < 0).any(): raise ValueError("knn_classify needs labelled training samples (found labels < 0)")
-    k = min(k, len(train_x))
-    if k < 1: raise ValueError("knn_classify needs at least one training sample and k >= 1")
-    n_classes = n_classes or int(train_y.max()) + 1
-    tr = F.normalize(train_x.float(), dim=1)
-    preds, scores = [], []
-    for i in range(0, len(test_x), chunk):
-        te = F.normalize(test_x[i:i + chunk].float(), dim=1)
-        sim, nn_idx = (te @ tr.T).topk(k, dim=1)
-        w = (sim / temperature).exp() if weighting == "exp" else torch.ones_like(sim)
-        s = torch.zeros(len(te), n_classes).scatter_add_(1, train_y[nn_idx].long(), w)
-        scores.append(s); preds.append(s.argmax(1))
-    return torch.cat(preds), torch.cat(scores)
+    if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or not 0 < temperature < float("inf"):
+        raise ValueError(f"temperature must be a finite number > 0, got {temperature!r}")
+    tr, te = _pair(train_x, test_x)
+    train_y = torch.as_tensor(train_y)
+    if train_y.ndim != 1 or train_y.is_floating_point() or train_y.dtype == torch.bool:
+        raise ValueError(f"train_y must be a 1-D integer tensor of labels, got shape {tuple(train_y.shape)} dtype {train_y.dtype}")
+    if len(tr) != len(train_y): raise ValueError(f"{len(tr)} training features but {len(train_y)} labels (train_y)")
+    if (train_y < 0).any(): raise ValueError("knn_classify needs labelled training samples (found labels < 0 in train_y)")
+    top = int(train_y.max()) + 1
+    if n_classes is not None and n_classes < top: raise ValueError(f"n_classes={n_classes} but train_y holds label {top - 1}")
+    sims, idx = _search(tr, te, k, max_bytes, chunk)
+    w = (sims / temperature).exp_() if weighting == "exp" else torch.ones_like(sims)
+    if not torch.isfinite(w).all():
+        raise ValueError(f"temperature={temperature} is too small: exp(similarity / temperature) overflows float32 (use >= 0.012)")
+    scores = torch.zeros(len(sims), n_classes or top, device=sims.device).scatter_add_(1, train_y.to(sims.device)[idx].long(), w)
+    return scores.argmax(1), scores
 
 def knn_accuracy(train_x, train_y, test_x, test_y, **kw) -> float:
     "Accuracy of `knn_classify` on a labelled test set."
     pred, _ = knn_classify(train_x, train_y, test_x, **kw)
-    return float((pred == test_y).float().mean())
+    return float((pred == torch.as_tensor(test_y).to(pred.device)).float().mean())
+
+# %% ../../nbs/15_evaluate.ipynb #92f9f26c
+def _topk_correct(scores: torch.Tensor, y: torch.Tensor, t: int) -> torch.Tensor:
+    "Whether `y` is among the `t` best classes of each row of `scores`; equal scores rank the lower class first (as argmax)."
+    s = scores.gather(1, y[:, None])
+    before = (scores > s) | ((scores == s) & (torch.arange(scores.shape[1], device=scores.device) < y[:, None]))
+    return before.sum(1) < t
+
+def knn_report(train_x, train_y, test_x, test_y, k: int = 20, temperature: float = 0.07, n_classes: int | None = None,
+               classes=None, topk=(1, 5), max_bytes: int = KNN_MAX_BYTES, weighting: str = "exp") -> dict:
+    "Weighted-kNN evaluation: top-k accuracies, per-class accuracy, the settings, and `pred`/`scores` for callers."
+    train_y, test_y = torch.as_tensor(train_y), torch.as_tensor(test_y)
+    if test_y.ndim != 1 or test_y.is_floating_point() or len(test_y) != len(test_x):
+        raise ValueError(f"test_y must be 1-D integer labels, one per test_x row ({len(test_x)}), got shape {tuple(test_y.shape)} dtype {test_y.dtype}")
+    if len(test_y) == 0: raise ValueError("test_x is empty (need at least one test sample)")
+    if classes is not None:
+        classes = list(classes)
+        if n_classes is not None and n_classes != len(classes):
+            raise ValueError(f"n_classes={n_classes} but {len(classes)} class names were given (classes)")
+        n_classes = len(classes)
+    c = n_classes if n_classes is not None else int(train_y.max()) + 1 if len(train_y) else 0
+    if (test_y < 0).any() or (test_y >= c).any():
+        bad = int(test_y[(test_y < 0) | (test_y >= c)][0])
+        raise ValueError(f"test_y holds label {bad}, outside the {c} classes [0, {c}) (unlabelled test samples? pass n_classes or classes)")
+    ts = (topk,) if isinstance(topk, int) else tuple(topk)
+    if not ts or any(isinstance(t, bool) or not isinstance(t, int) or t < 1 for t in ts):
+        raise ValueError(f"topk must be integers >= 1, got {topk!r}")
+    pred, scores = knn_classify(train_x, train_y, test_x, k=k, temperature=temperature, weighting=weighting,
+                                n_classes=n_classes, max_bytes=max_bytes)
+    y = test_y.to(scores.device).long()
+    out = {f"top{t}": float(_topk_correct(scores, y, min(t, c)).float().mean()) for t in ts}   # top-t with t >= C is 1.0
+    hit = (pred == y).float()
+    names = classes or list(range(c))
+    out["per_class"] = {names[i]: float(hit[y == i].mean()) for i in range(c) if (y == i).any()}
+    out.update(k=min(k, len(train_y)), temperature=temperature, weighting=weighting, n_classes=c,
+               n_train=len(train_y), n_test=len(test_y), pred=pred, scores=scores)
+    return out
 
 # %% ../../nbs/15_evaluate.ipynb #379d0783
 class KNNMonitorCB(Callback):

@@ -37,8 +37,9 @@ from .transforms import Normalize
 
 # %% auto #0
 __all__ = ['TrainConfig', 'DataConfig', 'TrainBase', 'train_config_class', 'build_data', 'build_model', 'build_schedule',
-           'monitored', 'build_callbacks', 'training_callbacks', 'build_learner', 'default_run_name', 'check_config',
-           'check_task_flags', 'parse_train_args', 'format_run_config', 'check_monitor', 'train']
+           'monitored', 'build_callbacks', 'training_callbacks', 'build_learner', 'preprocess_record',
+           'default_run_name', 'check_config', 'check_task_flags', 'parse_train_args', 'format_run_config',
+           'check_monitor', 'train']
 
 # %% ../../nbs/20_experiments.ipynb #464515cc
 @dataclass
@@ -207,7 +208,15 @@ def build_learner(cfg: TrainConfig, data, cbs=(), verbose: bool = True) -> Learn
     learn = Learner(model, dls, loss_func=task.loss_func(), opt_func=opt_func(cfg.optimizer, weight_decay=cfg.wd, lr_mults=mults),
                     lr=cfg.lr, metrics=task.metrics(), cbs=cbs, device=cfg.device)
     learn.config = config_to_dict(cfg)
+    learn.preprocess = preprocess_record(cfg, labelled, vt)
     return learn
+
+def preprocess_record(cfg: TrainConfig, labelled, vt) -> dict:
+    "What evaluation must repeat to see images as this run did: dataset, splits, size, channels, normalisation, class names."
+    return dict(dataset=cfg.data.dataset, train_split=cfg.data.train_split, valid_split=cfg.data.valid_split,
+                size=cfg.data.size, channels=int(labelled.images.shape[1]) if labelled.images is not None else 3,
+                mean=list(vt.mean) if vt is not None else None, std=list(vt.std) if vt is not None else None,
+                classes=list(labelled.classes or []))
 
 def default_run_name(cfg: TrainConfig) -> str:
     "`<task>-<encoder>-<YYYYmmdd-HHMMSS>`."
