@@ -162,3 +162,9 @@ def test_help_lists_every_option(capsys):
     text = capsys.readouterr().out
     for o in ("--run", "--checkpoint", "--data.dataset", "--data.split", "--probe", "--no_cache", "--perplexity", "--tsne_lr"):
         assert o in text, o
+
+
+def test_torchrun_is_refused_rather_than_every_rank_writing(monkeypatch, capsys):
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    assert eval_main(["--run=runs/x", "--quiet"]) == 2
+    assert "not torchrun" in capsys.readouterr().err

@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 import warnings
@@ -169,6 +170,8 @@ def eval_main(argv=None, prog: str | None = None) -> int:
             print(f"written: {cfg.out / 'compare.md'}, {cfg.out / 'compare.csv'}")
             return 0
         cfg = cli(EvalConfig, argv, prog=prog, description=EVAL_DOC)          # exits 2 on a bad option
+        if int(os.environ.get("WORLD_SIZE", "1")) > 1:                        # every rank would write the same report
+            raise ConfigError("s02-eval runs in one process: start it with python (or reprlab-eval), not torchrun")
         if not cfg.quiet: print(format_config(cfg), flush=True)
         report = evaluate_run(cfg)
     except KeyboardInterrupt: return 130
