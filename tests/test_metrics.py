@@ -213,3 +213,72 @@ def test_confusion_matrix_csv(tmp_path):
     assert not list(tmp_path.glob("**/.*tmp"))                 # written atomically, no temp file left
     with pytest.raises(ValueError, match=r"cm: shape \(3, 3\), expected \(2, 2\)"):
         confusion_matrix_csv(r["confusion_matrix"], ["a", "b"], tmp_path / "x.csv")
+
+
+# ---------------------------------------------------------------- presentation-attack metrics (issue 20, first part)
+from reprlab.metrics import attack_scores, eer, error_rates, pad_report, rate_at  # noqa: E402
+
+
+def _brute_rates(y, s, t):
+    y, s = np.asarray(y), np.asarray(s)
+    return (s[y == 0] >= t).mean(), (s[y == 1] < t).mean()        # BPCER, APCER
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_eer_matches_a_brute_force_threshold_sweep(seed):
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, 2, 300); s = rng.normal(y * rng.uniform(0.5, 2.5), 1.0)
+    e, t = eer(y, s)
+    # every threshold: the crossing lies between the error rates of the two thresholds around it
+    ts = np.r_[np.sort(np.unique(s)), np.inf]
+    rates = np.array([_brute_rates(y, s, u) for u in ts])
+    k = int(np.argmax(rates[:, 0] <= rates[:, 1]))                # first threshold where BPCER <= APCER
+    assert min(rates[k - 1].min(), rates[k].min()) - 1e-12 <= e <= max(rates[k - 1].max(), rates[k].max()) + 1e-12
+    brute = min(max(b, a) for b, a in rates)                     # the classic min-max estimate
+    assert abs(e - brute) <= 1.0 / min((y == 0).sum(), (y == 1).sum()) + 1e-12
+    b, a = _brute_rates(y, s, t)
+    assert abs(b - a) <= 2.0 / min((y == 0).sum(), (y == 1).sum()) + 1e-12   # the threshold sits at the crossing
+
+
+def test_pad_figures_match_scikit_learn():
+    from sklearn.metrics import roc_auc_score, roc_curve
+    rng = np.random.default_rng(1)
+    y = rng.integers(0, 2, 500); s = rng.normal(y * 1.2, 1.0)
+    rep = pad_report(y, s, threshold=0.6, n_boot=0)
+    assert rep["auc"] == pytest.approx(roc_auc_score(y, s))
+    f, t, _ = roc_curve(y, s)
+    for fpr in (1e-2, 1e-3):
+        assert rep[f"tpr_at_fpr@{fpr:g}"] == pytest.approx(t[f <= fpr].max())
+    b, a = _brute_rates(y, s, 0.6)
+    assert (rep["bpcer"], rep["apcer_all"], rep["hter"]) == pytest.approx((b, a, (a + b) / 2))
+    assert rep["threshold_source"] == "given"
+
+
+def test_apcer_is_per_attack_class_and_acer_uses_the_worst():
+    y = np.array([0, 0, 0, 0, 1, 1, 1, 1, 1, 1])
+    s = np.array([.1, .2, .7, .3, .9, .8, .2, .6, .1, .95])
+    kind = np.array(["", "", "", "", "mask", "mask", "mask", "print", "print", "print"])
+    r = error_rates(y, s, 0.5, kind)
+    assert r["apcer_per_class"] == pytest.approx({"mask": 1 / 3, "print": 1 / 3}) and r["bpcer"] == 0.25
+    assert r["apcer"] == pytest.approx(1 / 3) and r["acer"] == pytest.approx((1 / 3 + 0.25) / 2)
+
+
+def test_the_threshold_is_chosen_on_validation_and_the_bootstrap_is_seeded():
+    rng = np.random.default_rng(2)
+    yv, yt = rng.integers(0, 2, 200), rng.integers(0, 2, 200)
+    sv, st = rng.normal(yv, 1.0), rng.normal(yt + 0.5, 1.0)      # the test scores are shifted: the test EER threshold differs
+    rep = pad_report(yt, st, val=(yv, sv), n_boot=100, seed=7)
+    assert rep["threshold"] == eer(yv, sv)[1] != rep["eer_threshold"] and rep["threshold_source"] == "validation"
+    assert rep["ci95"] == pad_report(yt, st, val=(yv, sv), n_boot=100, seed=7)["ci95"]
+    assert rep["ci95"] != pad_report(yt, st, val=(yv, sv), n_boot=100, seed=8)["ci95"]
+    assert "hter" not in pad_report(yt, st, n_boot=0)             # no threshold from validation: no HTER
+
+
+def test_pad_bad_input_and_label_map():
+    with pytest.raises(ValueError, match="expected 0 .bona fide. or 1 .attack."): eer([0, 2], [0.1, 0.2])
+    with pytest.raises(ValueError, match="need both"): pad_report([1, 1], [0.1, 0.2])
+    with pytest.raises(ValueError, match="NaN"): eer([0, 1], [0.1, float("nan")])
+    with pytest.raises(ValueError, match="bona_fide"): attack_scores(np.ones((2, 3)) / 3, [5])
+    p = np.array([[0.5, 0.3, 0.2], [0.1, 0.1, 0.8]])
+    assert attack_scores(p, bona_fide=[0, 1]) == pytest.approx([0.2, 0.8])
+    assert rate_at([0, 0, 1, 1], [0.1, 0.4, 0.35, 0.8], 0.5) == {"tpr_at_fpr": 1.0, "frr_at_far": 0.0}   # thresholds 0.35 and 0.8

@@ -338,7 +338,7 @@ def test_sigkill_mid_write_never_corrupts_last(tmp_path):
     rng = random.Random(0)
     tmp_seen, last_i = 0, 0
     for _ in range(5):
-        counter = ctx.Value("i", 0)
+        counter = ctx.Value("i", 0, lock=False)   # no lock: a SIGKILL while the child held it would hang the reads below
         p = ctx.Process(target=_writer, args=(path, 4_000_000, counter, last_i), daemon=True)   # 16 MB per checkpoint
         p.start()
         t0 = time.time()

@@ -15,7 +15,8 @@ import numpy as np
 import torch
 
 # %% auto #0
-__all__ = ['classification_report', 'roc_curves', 'confusion_matrix_csv']
+__all__ = ['classification_report', 'roc_curves', 'confusion_matrix_csv', 'eer', 'error_rates', 'rate_at', 'attack_scores',
+           'pad_report']
 
 # %% ../../nbs/14_metrics.ipynb #7316d8ce
 def _array(x, name: str) -> np.ndarray:
@@ -175,3 +176,86 @@ def confusion_matrix_csv(cm, classes, path) -> Path:
         for nm, row in zip(names, a.tolist()): w.writerow([nm, *(int(v) if ints else repr(float(v)) for v in row)])
     tmp.replace(path)
     return path
+
+# %% ../../nbs/14_metrics.ipynb #9d122163
+def _binary_scores(y, scores, name: str = "y_true") -> tuple[np.ndarray, np.ndarray]:
+    "`(y in {0, 1}, float64 scores)` checked: same length, finite scores, both classes present."
+    s = _array(scores, "scores").astype(np.float64)
+    if s.ndim != 1: raise ValueError(f"scores: shape {s.shape}, expected a 1-D array (one attack score per sample)")
+    y = _labels(y, name, len(s))
+    if not np.isin(y, (0, 1)).all(): raise ValueError(f"{name}: values {sorted(set(y.tolist()) - {0, 1})[:5]}, expected 0 (bona fide) or 1 (attack)")
+    if not np.isfinite(s).all(): raise ValueError("scores: contains NaN or inf")
+    if y.min() == y.max(): raise ValueError(f"{name}: only {'attacks' if y[0] else 'bona-fide samples'}; the binary metrics need both")
+    return y, s
+
+def eer(y_true, scores) -> tuple[float, float]:
+    "Equal error rate and its threshold: where BPCER (false-positive rate) meets APCER (false-negative rate) on the ROC, linearly interpolated."
+    from sklearn.metrics import roc_curve
+    y, s = _binary_scores(y_true, scores)
+    fpr, tpr, thr = roc_curve(y, s, drop_intermediate=False)
+    fnr = 1 - tpr
+    d = fnr - fpr                                           # decreasing from 1 to -1 as the threshold falls
+    i = int(np.argmax(d <= 0))                              # first ROC point at or past the crossing
+    if d[i] == 0 or i == 0: return float(fpr[i]), float(min(thr[i], s.max()))
+    w = d[i - 1] / (d[i - 1] - d[i])                        # where the segment between points i-1 and i crosses d = 0
+    rate = fpr[i - 1] + w * (fpr[i] - fpr[i - 1])
+    t0 = min(thr[i - 1], s.max())                           # roc_curve's first threshold is +inf
+    return float(rate), float(t0 + w * (thr[i] - t0))
+
+def error_rates(y_true, scores, threshold: float, attack_types=None) -> dict:
+    "APCER (all attacks, per attack class, worst), BPCER, ACER and HTER at `threshold` (attack when score >= threshold)."
+    y, s = _binary_scores(y_true, scores)
+    called = s >= threshold
+    bpcer = float(called[y == 0].mean())
+    apcer_all = float((~called[y == 1]).mean())
+    per = {}
+    if attack_types is not None:
+        t = _array(attack_types, "attack_types")
+        if t.shape != y.shape: raise ValueError(f"attack_types: shape {t.shape}, expected {y.shape} (one entry per sample)")
+        for name in sorted({str(v) for v in t[y == 1]}):
+            m = (y == 1) & (t.astype(str) == name)
+            per[name] = float((~called[m]).mean())
+    worst = max(per.values()) if per else apcer_all
+    return dict(threshold=float(threshold), apcer=worst, apcer_all=apcer_all, apcer_per_class=per, bpcer=bpcer,
+                acer=(worst + bpcer) / 2, hter=(apcer_all + bpcer) / 2)
+
+def rate_at(y_true, scores, fpr: float) -> dict:
+    "TPR at BPCER (false-positive rate) <= `fpr`, and BPCER (FRR) at APCER (FAR) <= `fpr`: the best operating points on the ROC."
+    from sklearn.metrics import roc_curve
+    y, s = _binary_scores(y_true, scores)
+    f, t, _ = roc_curve(y, s, drop_intermediate=False)
+    fnr = 1 - t
+    return dict(tpr_at_fpr=float(t[f <= fpr].max()), frr_at_far=float(f[fnr <= fpr].min()))
+
+# %% ../../nbs/14_metrics.ipynb #7213f122
+def attack_scores(probs, bona_fide) -> np.ndarray:
+    "Attack score of each sample from class probabilities `(N, C)`: 1 - the summed probability of the `bona_fide` class indices."
+    p = _array(probs, "probs").astype(np.float64)
+    if p.ndim != 2: raise ValueError(f"probs: shape {p.shape}, expected (N, C)")
+    idx = sorted({int(i) for i in bona_fide})
+    if not idx or idx[0] < 0 or idx[-1] >= p.shape[1]: raise ValueError(f"bona_fide: class indices {idx}, expected some of 0..{p.shape[1] - 1}")
+    return 1.0 - p[:, idx].sum(1)
+
+def pad_report(y_true, scores, attack_types=None, threshold: float | None = None, val=None, fprs=(1e-2, 1e-3),
+               n_boot: int = 1000, seed: int = 0) -> dict:
+    "Presentation-attack metrics (attack = 1): AUC, EER, TPR@FPR, FRR@FAR, APCER/BPCER/ACER/HTER at a validation-chosen threshold, bootstrap 95 % CIs."
+    from sklearn.metrics import roc_auc_score
+    y, s = _binary_scores(y_true, scores)
+    if threshold is None and val is not None: threshold = eer(*val)[1]
+    e, et = eer(y, s)
+    out = dict(n_bona_fide=int((y == 0).sum()), n_attack=int((y == 1).sum()), auc=float(roc_auc_score(y, s)),
+               eer=e, eer_threshold=et, threshold_source="given" if val is None and threshold is not None else "validation" if threshold is not None else None)
+    for f in fprs: out.update({f"{k}@{f:g}": v for k, v in rate_at(y, s, f).items()})
+    if threshold is not None: out.update(error_rates(y, s, threshold, attack_types))
+    if n_boot:
+        g = np.random.default_rng(seed)
+        pos, neg = np.flatnonzero(y == 1), np.flatnonzero(y == 0)
+        boot = {"eer": [], "auc": [], "acer": []}
+        for _ in range(n_boot):
+            i = np.r_[g.choice(neg, len(neg)), g.choice(pos, len(pos))]
+            boot["eer"].append(eer(y[i], s[i])[0]); boot["auc"].append(roc_auc_score(y[i], s[i]))
+            if threshold is not None:
+                boot["acer"].append(error_rates(y[i], s[i], threshold, None if attack_types is None else _array(attack_types, "attack_types")[i])["acer"])
+        out["ci95"] = {k: [float(np.percentile(v, 2.5)), float(np.percentile(v, 97.5))] for k, v in boot.items() if v}
+        out["n_boot"], out["seed"] = n_boot, seed
+    return out
