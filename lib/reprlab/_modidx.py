@@ -1284,6 +1284,8 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                     'reprlab.transforms.to_float': ('transforms.html#to_float', 'reprlab/transforms.py'),
                                     'reprlab.transforms.vflip_batch': ('transforms.html#vflip_batch', 'reprlab/transforms.py')},
             'reprlab.viz': { 'reprlab.viz._class_colors': ('viz.html#_class_colors', 'reprlab/viz.py'),
+                             'reprlab.viz._denormalize': ('viz.html#_denormalize', 'reprlab/viz.py'),
+                             'reprlab.viz._image_axes': ('viz.html#_image_axes', 'reprlab/viz.py'),
                              'reprlab.viz._names': ('viz.html#_names', 'reprlab/viz.py'),
                              'reprlab.viz._np': ('viz.html#_np', 'reprlab/viz.py'),
                              'reprlab.viz._to_hwc': ('viz.html#_to_hwc', 'reprlab/viz.py'),

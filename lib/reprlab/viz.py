@@ -7,7 +7,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib
 import numpy as np
 import torch
 
@@ -40,24 +39,34 @@ def _to_hwc(x: torch.Tensor) -> np.ndarray:
     x = x.clamp(0, 1)
     return (x[0] if x.shape[0] == 1 else x.permute(1, 2, 0)).numpy()
 
+def _denormalize(images: list, mean=None, std=None) -> list:
+    "`images` with a normalisation `(x - mean) / std` undone (unchanged when `mean` is None)."
+    if mean is None: return images
+    m = torch.as_tensor(mean, dtype=torch.float32).view(-1, 1, 1); s = torch.as_tensor(std, dtype=torch.float32).view(-1, 1, 1)
+    return [x.float().cpu() * s + m for x in images]
+
+def _image_axes(fig, images: list, nr: int, ncol: int):
+    "An `nr x ncol` grid of axes on `fig` without ticks or frames, showing `images` in order; returns the axes array."
+    axs = fig.subplots(nr, ncol, squeeze=False)
+    for k, ax in enumerate(axs.flat):
+        ax.set_xticks([]); ax.set_yticks([])
+        for sp in ax.spines.values(): sp.set_visible(False)
+        if k >= len(images): continue
+        img = _to_hwc(images[k])
+        ax.imshow(img, cmap="gray" if img.ndim == 2 else None, vmin=0, vmax=1, interpolation="nearest")
+    return axs
+
 def save_image_grid(images, path, nrow: int = 8, titles=None, row_titles=None, scale: float = 1.0,
                     mean=None, std=None) -> Path:
     "Save a grid of `(C, H, W)` images (uint8, or float in [0, 1]; `mean`/`std` undo a normalisation) as a PNG."
     if isinstance(images, torch.Tensor): images = list(images)
     if not images: raise ValueError("save_image_grid needs at least one image")
-    if mean is not None:
-        m = torch.as_tensor(mean, dtype=torch.float32).view(-1, 1, 1); s = torch.as_tensor(std, dtype=torch.float32).view(-1, 1, 1)
-        images = [x.float().cpu() * s + m for x in images]
+    images = _denormalize(images, mean, std)
     n = len(images); ncol = min(nrow, n); nr = -(-n // ncol)
     fig = new_figure((ncol * 1.2 * scale + (0.8 if row_titles else 0), nr * 1.2 * scale + (0.3 if titles else 0)))
-    axs = fig.subplots(nr, ncol, squeeze=False)
-    for k, ax in enumerate(axs.flat):
-        ax.set_xticks([]); ax.set_yticks([])
-        for sp in ax.spines.values(): sp.set_visible(False)
-        if k >= n: continue
-        img = _to_hwc(images[k])
-        ax.imshow(img, cmap="gray" if img.ndim == 2 else None, vmin=0, vmax=1, interpolation="nearest")
-        if titles is not None and k < len(titles): ax.set_title(str(titles[k]), fontsize=7)
+    axs = _image_axes(fig, images, nr, ncol)
+    if titles is not None:
+        for ax, t in zip(axs.flat, titles[:n]): ax.set_title(str(t), fontsize=7)
     if row_titles:
         for r, t in enumerate(row_titles[:nr]): axs[r, 0].set_ylabel(str(t), fontsize=8)
     return save_figure(fig, path)
@@ -199,21 +208,13 @@ def save_prediction_grid(images, true, pred, prob, classes, path, nrow: int = 8,
     for nm, v in (("true", t), ("pred", pr)):
         if v.dtype.kind not in "iu" or (v < 0).any() or (v >= len(names)).any():
             raise ValueError(f"{nm}: expected integer class indices in [0, {len(names)}), got dtype {v.dtype}, values {v.tolist()[:8]}")
-    if mean is not None:
-        m = torch.as_tensor(mean, dtype=torch.float32).view(-1, 1, 1); s = torch.as_tensor(std, dtype=torch.float32).view(-1, 1, 1)
-        images = [im.float().cpu() * s + m for im in images]
+    images = _denormalize(images, mean, std)
     short = lambda i: names[i] if len(names[i]) <= 12 else names[i][:11] + "…"
     titles = [f"{short(t[k])} / {short(pr[k])}" + ("" if pb is None else f" / {pb[k]:.2f}") for k in range(n)]
     ncol = min(nrow, n); nr = -(-n // ncol)
     cell = max(1.3, 0.065 * max(map(len, titles)))   # wide enough for the longest title at 7 pt
     fig = new_figure((ncol * cell, nr * cell + (0.4 if title else 0)))
-    axs = fig.subplots(nr, ncol, squeeze=False)
-    for k, ax in enumerate(axs.flat):
-        ax.set_xticks([]); ax.set_yticks([])
-        for sp in ax.spines.values(): sp.set_visible(False)
-        if k >= n: continue
-        img = _to_hwc(images[k])
-        ax.imshow(img, cmap="gray" if img.ndim == 2 else None, vmin=0, vmax=1, interpolation="nearest")
-        ax.set_title(titles[k], fontsize=7, color="tab:green" if t[k] == pr[k] else "tab:red")
+    axs = _image_axes(fig, images, nr, ncol)
+    for k, ax in enumerate(axs.flat[:n]): ax.set_title(titles[k], fontsize=7, color="tab:green" if t[k] == pr[k] else "tab:red")
     if title: fig.suptitle(str(title), fontsize=10)
     return save_figure(fig, path)
