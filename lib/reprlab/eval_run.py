@@ -23,10 +23,14 @@ from .config import ConfigError, opt
 from .core import atomic_write_text, default_device, seed_everything, set_threads
 from .data import DataError, cache, channel_stats
 from .datasets import load_dataset
-from .evaluate import extract_features, knn_report
+from .eval_sections import (PadOptions, bona_fide_classes, pad_markdown, pad_section, robustness_options,
+                                   robustness_section)
+from .corruptions import robustness_markdown
+from .evaluate import extract_features, knn_classify, knn_report
 from .heads import Classifier
 from .metrics import classification_report, confusion_matrix_csv, roc_curves
-from .probe import linear_probe
+from .probe import linear_probe, probe_predict
+from .splits import read_split_table
 from .transforms import Normalize
 from .viz import save_confusion_matrix, save_prediction_grid, save_roc_curves, save_tsne
 
@@ -52,6 +56,13 @@ class EvalConfig:
     run: Path | None = opt(None, "the run dir to evaluate (runs/<name>)")
     checkpoint: str = opt("best", "best, last, or a checkpoint file (best falls back to last when the run has none)")
     data: EvalData = field(default_factory=EvalData)
+    pad: PadOptions = field(default_factory=PadOptions)
+    robustness: bool = opt(False, "accuracy under the 15 CIFAR-10-C corruptions x 5 severities (generated, seeded): table and heat map")
+    cifar10c_dir: Path | None = opt(None, "robustness: read the official CIFAR-10-C .npy files from this folder instead of generating them "
+                                          "(evaluate --data.dataset=cifar10 --data.split=test for the matching clean accuracy)")
+    corruptions: str = opt("", "robustness: comma-separated corruptions ('' = all 15)")
+    severities: str = opt("1,2,3,4,5", "robustness: comma-separated severities")
+    robustness_n: int = opt(0, "robustness: at most this many images of the split, a seeded sample (0 = all)", ge=0)
     knn: bool = opt(True, "weighted kNN on frozen features (k=20, T=0.07 as DINO; and k=200, T=0.1)")
     probe: Literal["sgd", "logreg", "none"] = opt("sgd", "linear probe on frozen features: sgd (DINO's recipe), logreg (scikit-learn), none")
     probe_epochs: int = opt(100, "epochs of the sgd probe", ge=1)
@@ -124,6 +135,7 @@ def file_sha256(path, chunk: int = 1 << 20) -> str:
 def eval_split(pre: dict, dataset: str, split: str, classifier: bool, download: bool = False, role: str = "evaluate"):
     "Split `split` of `dataset`, decoded at the run's size, checked against the run's channels and (for a classifier) classes."
     splits = load_dataset(dataset, size=pre["size"], download=download)
+    if pre.get("split_file") and dataset == pre["dataset"]: splits = read_split_table(pre["split_file"], splits)   # the run's own splits
     if split not in splits: raise ConfigError(f"dataset {dataset!r} has no split {split!r} (it has {sorted(splits)})")
     ds = splits[split]
     if len(ds) == 0: raise DataError(f"split {split!r} of {dataset!r} is empty: nothing to {role}")
@@ -207,6 +219,26 @@ def _clean(d: dict) -> dict:
     "A report section without the large arrays (predictions, scores, weights)."
     return {k: v for k, v in d.items() if k not in ("pred", "preds", "predictions", "scores", "probs", "weight", "bias", "mean", "std", "history")}
 
+# %% ../../nbs/23_eval_run.ipynb #1f25b775
+def _threshold_probs(cfg, pre, dataset, split, classifier, who, model, r, cache_dir, kw, config, probe, train_feats, classes):
+    "`(probs, labels, split)` of the split the attack threshold is chosen on, under the same predictor; None without one."
+    if cfg.pad.threshold is not None: return None
+    name = cfg.pad.threshold_split
+    if not name:
+        own = pre.get("valid_split")
+        if not own or own == split or dataset != pre["dataset"]: return None
+        name = own
+    if name == split: raise ConfigError(f"--pad.threshold_split={name!r} is the evaluated split: a threshold chosen on the test data flatters it")
+    vds = eval_split(pre, dataset, name, classifier, cfg.data.download, role="choose the attack threshold on")
+    if list(vds.classes or []) != classes: raise DataError(f"{dataset}/{name} has classes {list(vds.classes or [])} but {dataset}/{split} has {classes}")
+    f, lg, y, _ = cached_features(model, vds, pre, r["sha256"], cache_dir, not cfg.no_cache, **kw)
+    if who == "classifier": p = _softmax_probs(lg, config)
+    elif who == "linear probe": p = probe_predict(probe, f)[1]
+    else:
+        sc = knn_classify(*train_feats, f, k=20, temperature=0.07, n_classes=len(classes))[1]
+        p = sc / sc.sum(1, keepdim=True).clamp_min(1e-12)
+    return p.numpy(), y.numpy(), name
+
 # %% ../../nbs/23_eval_run.ipynb #21b0ef5b
 def evaluate_run(cfg: EvalConfig) -> dict:
     "Evaluate `cfg.run` (see `EvalConfig`); writes `<run>/eval/<dataset>-<split>/` and returns the report with `out_dir`."
@@ -232,13 +264,16 @@ def evaluate_run(cfg: EvalConfig) -> dict:
     if classifier: report["classifier"] = classification_report(labels, logits.argmax(1), _softmax_probs(logits, config), classes)
     # kNN and the probe learn from a labelled split of the evaluated dataset (its classes are the ones scored)
     tr_name = cfg.data.train_split or (pre.get("train_split") if dataset == pre["dataset"] else "train")
-    knn20 = probe = None
+    knn20 = probe = train_feats = None
+    if cfg.pad.bona_fide: bona_fide_classes(cfg.pad.bona_fide, classes)      # a bad class name fails before the long work
+    if cfg.robustness: robustness_options(cfg)
     if (cfg.knn or cfg.probe != "none") and tr_name != "none":
         tr = eval_split(pre, dataset, tr_name, False, cfg.data.download, role="fit kNN and the probe on")
         if list(tr.classes or []) != classes:
             raise DataError(f"{dataset}/{tr_name} has classes {list(tr.classes or [])} but {dataset}/{split} has {classes}")
         tf, _, ty, _ = cached_features(model, tr, pre, r["sha256"], cache_dir, not cfg.no_cache, **kw)
         report["train_split"], report["n_train"] = tr_name, len(tr)
+        train_feats = (tf, ty)
         if cfg.knn:
             knn20 = knn_report(tf, ty, feats, labels, k=20, temperature=0.07, n_classes=len(classes), classes=classes)
             knn200 = knn_report(tf, ty, feats, labels, k=200, temperature=0.1, n_classes=len(classes), classes=classes)
@@ -252,6 +287,10 @@ def evaluate_run(cfg: EvalConfig) -> dict:
     shutil.rmtree(tmp, ignore_errors=True); tmp.mkdir(parents=True)
     try:
         figures = {}
+        if (cfg.pad.bona_fide or cfg.robustness) and knn20 is None and probe is None and logits is None:
+            raise ConfigError(f"--{'pad.bona_fide' if cfg.pad.bona_fide else 'robustness'} needs predictions: the model has no classifier, so keep --knn or --probe on")
+        if cfg.pad.bona_fide and knn20 is None and probe is None and logits is None:
+            raise ConfigError("--pad.bona_fide needs predictions: the model has no classifier, so keep --knn or --probe on")
         if knn20 is not None or probe is not None or logits is not None:
             who, probs = _predictor(logits, probe, knn20, config)
             pred = probs.argmax(1)
@@ -265,9 +304,18 @@ def evaluate_run(cfg: EvalConfig) -> dict:
                 save_roc_curves(roc_curves(labels, probs), classes, tmp / "roc.png", aucs=rep.get("roc_auc_per_class"))
                 figures["roc"] = "roc.png"
             figures.update(_grids(ds, labels, pred, probs, classes, tmp, cfg.grid))
+            if cfg.pad.bona_fide:
+                vp = _threshold_probs(cfg, pre, dataset, split, classifier, who, model, r, cache_dir, kw, config, probe, train_feats, classes)
+                report["pad"], f = pad_section(cfg.pad, probs.numpy(), labels.numpy(), ds, classes, vp, tmp,
+                                               f"{r['run'].name} ({who}) on {dataset}/{split}", cfg.seed)
+                figures.update(f)
             paths = np.array([ds.path(i) for i in range(len(ds))], dtype=str)
             np.savez(tmp / "predictions.npz", predictions=pred.numpy(), probabilities=probs.numpy(), labels=labels.numpy(),
                      paths=paths, embeddings=feats.numpy(), classes=np.array(classes, dtype=str))
+        if cfg.robustness:
+            report["robustness"], f = robustness_section(cfg, model, pre, ds, labels, logits is not None, probe, train_feats, dev, tmp,
+                                                         f"{r['run'].name} on {dataset}/{split}")
+            figures.update(f)
         if cfg.tsne and len(ds) >= 10:
             save_tsne(feats, labels, classes, tmp / "tsne.png", perplexity=cfg.perplexity,
                       learning_rate=cfg.tsne_lr or "auto", seed=cfg.seed, max_points=cfg.tsne_points)
@@ -289,7 +337,9 @@ def main_figures(report: dict) -> dict:
     g = lambda d, k: d.get(k) if isinstance(d, dict) else None
     return {"accuracy": c.get("accuracy"), "top5": c.get("top5"), "macro_f1": c.get("f1_macro"), "roc_auc": c.get("roc_auc_ovr_macro"),
             "knn20": g(knn.get("k20_t0.07"), "top1"), "knn200": g(knn.get("k200_t0.1"), "top1"),
-            "probe": g(report.get("probe"), "accuracy")}
+            "probe": g(report.get("probe"), "accuracy"), "eer": g(report.get("pad"), "eer"), "hter": g(report.get("pad"), "hter"),
+            "pad_auc": g(report.get("pad"), "auc"), "mca": g(report.get("robustness"), "mca"),
+            "relative_robustness": g(report.get("robustness"), "relative")}
 
 def _fmt(v) -> str: return "-" if v is None else f"{v:.4f}" if isinstance(v, float) else str(v)
 
@@ -301,13 +351,20 @@ def report_markdown(report: dict) -> str:
              + (f"; kNN and probe fitted on {report['train_split']}, {report['n_train']} images" if report.get("train_split") else "") + ")", "",
              "| figure | value |", "| --- | ---: |"]
     names = dict(accuracy="classifier accuracy", top5="classifier top-5", macro_f1="classifier macro F1", roc_auc="classifier ROC AUC (macro, one-vs-rest)",
-                 knn20="kNN top-1 (k=20, T=0.07)", knn200="kNN top-1 (k=200, T=0.1)", probe="linear probe accuracy")
+                 knn20="kNN top-1 (k=20, T=0.07)", knn200="kNN top-1 (k=200, T=0.1)", probe="linear probe accuracy",
+                 eer="attack EER", hter="attack HTER (validation threshold)", pad_auc="attack AUC",
+                 mca="mean corruption accuracy (CIFAR-10-C)", relative_robustness="relative robustness (mCA / clean)")
     lines += [f"| {names[k]} | {_fmt(v)} |" for k, v in main_figures(report).items() if v is not None]
     rep = report.get("classifier") or report.get("shown_metrics")
     if rep and rep.get("per_class"):
         lines += ["", f"Per class ({report.get('shown', 'classifier')}):", "", "| class | precision | recall | F1 | support |", "| --- | ---: | ---: | ---: | ---: |"]
         lines += [f"| {c} | {_fmt(m.get('precision'))} | {_fmt(m.get('recall'))} | {_fmt(m.get('f1'))} | {m.get('support')} |"
                   for c, m in rep["per_class"].items()]
+    if report.get("pad"): lines += ["", *pad_markdown(report["pad"])]
+    if report.get("robustness"):
+        rb = report["robustness"]
+        lines += ["", f"Robustness ({rb['source']} CIFAR-10-C corruptions, seed {rb['seed']}, {rb['n']} images, shown: {rb['predictor']}; accuracy %):",
+                  "", robustness_markdown(rb).rstrip("\n")]
     if report.get("figures"): lines += ["", "Figures: " + ", ".join(f"[{k}]({v})" for k, v in report["figures"].items())]
     return "\n".join(lines) + "\n"
 

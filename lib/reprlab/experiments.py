@@ -22,6 +22,7 @@ from .config import ConfigError, check_options, cli, config_to_dict, format_conf
 from .core import Terminated, default_device, is_main_process, seed_everything, set_threads, sigterm_as_interrupt
 from .data import DataError, cache, channel_stats, unlabeled
 from .datasets import load_dataset
+from .splits import read_split_table
 from .distributed import DDPCB, cleanup_distributed, init_distributed
 from .encoders import TV_FAMILIES
 from .evaluate import KNNMonitorCB
@@ -36,8 +37,8 @@ from .tracking import CometCB, HistoryCB, JsonlLogCB, ProgressCB, RunSummaryCB
 from .transforms import Normalize
 
 # %% auto #0
-__all__ = ['TrainConfig', 'DataConfig', 'TrainBase', 'train_config_class', 'build_data', 'build_model', 'build_schedule',
-           'monitored', 'build_callbacks', 'training_callbacks', 'build_learner', 'preprocess_record',
+__all__ = ['TrainConfig', 'DataConfig', 'LeaveOneOutOptions', 'TrainBase', 'train_config_class', 'build_data', 'build_model',
+           'build_schedule', 'monitored', 'build_callbacks', 'training_callbacks', 'build_learner', 'preprocess_record',
            'default_run_name', 'check_config', 'check_task_flags', 'parse_train_args', 'format_run_config',
            'check_monitor', 'train']
 
@@ -62,6 +63,18 @@ class DataConfig:
     skip_corrupt: bool = opt(False, "leave out images that cannot be decoded (listed once) instead of stopping with an error")
     max_pixels: int | None = opt(178_956_970, "refuse images with more pixels than this (none: no limit); guards memory against huge files", ge=1)
     pretrain_splits: str = opt("unsup,train", "self-supervised tasks: splits whose images (labels dropped) they train on")
+    split_file: Path | None = opt(None, "a split table (CSV + JSON sidecar, e.g. written by --protocol=leave_one_out): its splits "
+                                        "and labels replace the dataset's (refused when the dataset's samples changed)")
+
+@dataclass
+class LeaveOneOutOptions:
+    "--protocol=leave_one_out: a binary attack detector per held-out attack class (bona fide vs the other attacks), tested on the unseen one."
+    bona_fide: str = opt("", "bona-fide classes, comma-separated (e.g. bird,cat,deer,dog,frog,horse); every other class named in --loo.attacks is an attack")
+    attacks: str = opt("", "attack classes, each held out in turn ('' = every class that is not bona fide)")
+    splits: str = opt("train,val", "labelled splits of --data.dataset pooled for the protocol (split once into train / val / test parts)")
+    fractions: str = opt("0.6,0.2,0.2", "train,val,test fractions of the pooled data, stratified by class")
+    group: str = opt("", "identity column of the data (a CSV extra): an identity is never in two of train, val and test")
+    n_boot: int = opt(1000, "bootstrap resamples of each held-out class's 95 % confidence intervals (0: none)", ge=0)
 
 @dataclass
 class TrainBase:
@@ -95,7 +108,8 @@ class TrainBase:
     overwrite: bool = opt(False, "replace the run dir of an existing run of the same --name (its files are deleted first)")
     knn_every: int = opt(1, "self-supervised tasks: kNN accuracy (train labels -> val) every N epochs (0: never)", ge=0)
     knn_k: int = opt(20, "neighbours of the kNN monitor", ge=1)
-    protocol: Literal["none", "imagewang"] = opt("none", "imagewang: pretrain --task on the pretrain splits, fine-tune on the labels, and train from scratch, at the same CPU budget")
+    protocol: Literal["none", "imagewang", "leave_one_out"] = opt("none", "imagewang: pretrain --task on the pretrain splits, fine-tune on the labels, and train "
+                                                                  "from scratch, at the same CPU budget; leave_one_out: unseen-attack detectors (--loo.*)")
     budget_s: float = opt(780.0, "protocol: seconds of training per arm (pretraining + fine-tuning, or scratch)", gt=0)
     finetune_s: float = opt(60.0, "protocol: seconds of the budget spent fine-tuning (short fine-tuning keeps more of the pretraining)", ge=0)
     scratch: bool = opt(True, "protocol: also train the scratch arm (supervised from random weights, whole budget)")
@@ -112,6 +126,7 @@ class TrainBase:
     comet_project: str | None = opt(None, "Comet project name")
     quiet: bool = opt(False, "no progress bars")
     data: DataConfig = opt(DataConfig, "data options")
+    loo: LeaveOneOutOptions = opt(LeaveOneOutOptions, "--protocol=leave_one_out options")
 
     @staticmethod
     def upgrade_config(d):
@@ -139,6 +154,7 @@ def build_data(cfg: TrainConfig):
     splits = load_dataset(cfg.data.dataset, size=cfg.data.size, download=cfg.data.download,
                           skip_corrupt=cfg.data.skip_corrupt, max_pixels=cfg.data.max_pixels)
     pre_splits = [] if task.labels else [s for s in cfg.data.pretrain_splits.split(",") if s]
+    if cfg.data.split_file is not None: splits = read_split_table(cfg.data.split_file, splits)
     for s in (cfg.data.train_split, cfg.data.valid_split, *pre_splits):
         if s and s not in splits: raise ConfigError(f"dataset {cfg.data.dataset!r} has no split {s!r} (it has {sorted(splits)})")
     train = cache(splits[cfg.data.train_split], where=cfg.data.cache)
@@ -216,7 +232,7 @@ def preprocess_record(cfg: TrainConfig, labelled, vt) -> dict:
     return dict(dataset=cfg.data.dataset, train_split=cfg.data.train_split, valid_split=cfg.data.valid_split,
                 size=cfg.data.size, channels=int(labelled.images.shape[1]) if labelled.images is not None else 3,
                 mean=list(vt.mean) if vt is not None else None, std=list(vt.std) if vt is not None else None,
-                classes=list(labelled.classes or []))
+                classes=list(labelled.classes or []), split_file=None if cfg.data.split_file is None else str(cfg.data.split_file))
 
 def default_run_name(cfg: TrainConfig) -> str:
     "`<task>-<encoder>-<YYYYmmdd-HHMMSS>`."
@@ -236,6 +252,8 @@ def check_config(cfg: TrainConfig) -> TrainConfig:
     if cfg.resume is not None and cfg.overwrite: raise ConfigError("--resume continues a run and --overwrite replaces it: give one of them")
     if not cfg.data.train_split: raise ConfigError("--data.train_split must name the split to train on (e.g. train)")
     if not cfg.data.dataset: raise ConfigError("--data.dataset must name a registered dataset (e.g. cifar10-wang-mini)")
+    if cfg.data.split_file is not None and not Path(cfg.data.split_file).is_file():
+        raise ConfigError(f"--data.split_file={str(cfg.data.split_file)!r} does not exist (a split table CSV with its JSON sidecar)")
     make_task(cfg).check()                                  # what the task's own options cannot say alone
     return cfg
 
@@ -338,4 +356,10 @@ def train(cfg: TrainConfig, argv=None) -> dict:
         summary = dict(getattr(learn, "summary", {}) or {})
         summary.update(run_dir=str(run), final=dict(learn.history[-1]) if learn.history else {})
         return summary
-    finally: cleanup_distributed()
+    finally:
+        # stop the loader workers now: left to the garbage collector (the learner is in reference cycles), their queues
+        # may be finalised first and each worker then waits out torch's 5 s shutdown timeout (20 s per run, seen in protocols)
+        dls = locals().get("data", (None,))[0]
+        for dl in (getattr(dls, "train", None), getattr(dls, "valid", None)):
+            if dl is not None and hasattr(dl, "close"): dl.close()
+        cleanup_distributed()

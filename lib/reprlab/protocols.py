@@ -140,11 +140,27 @@ def run_protocol(cfg: TrainConfig, argv=None) -> dict:
     resuming, cfg = saved is not None, saved or cfg
     if not resuming: check_config(cfg)
     cfg.name = cfg.name or default_run_name(cfg)
-    arms = protocol_configs(cfg)
     root = Path(cfg.runs_dir) / cfg.name
+    if cfg.protocol == "leave_one_out": return _leave_one_out(cfg, root, resuming, argv)
+    arms = protocol_configs(cfg)
     if cfg.dry_run: return dict(protocol=cfg.protocol, arms={k: dict(run_dir=str(root / k)) for k in arms}, run_dir=str(root), dry_run=True)
     with RunDir(root, cfg, argv, resume=resuming, overwrite=cfg.overwrite):   # held until every arm is done; a resume appends to cmd.txt
         return _run_arms(cfg, arms, root, resuming, argv)
+
+def _leave_one_out(cfg: TrainConfig, root: Path, resuming: bool, argv) -> dict:
+    "`--protocol=leave_one_out` (see `reprlab.unseen`): checks, then every arm inside the protocol's run dir."
+    from reprlab.unseen import loo_classes, run_leave_one_out
+    if cfg.task != "supervised": raise ConfigError(f"--protocol=leave_one_out trains supervised attack detectors; --task={cfg.task} is not supervised")
+    if cfg.resume is not None and not resuming: raise ConfigError("--resume with --protocol takes the protocol's run dir (runs/<name>)")
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise ConfigError("--protocol=leave_one_out runs in one process (it evaluates each arm after training it): run it without torchrun")
+    if cfg.dry_run:
+        from reprlab.datasets import load_dataset
+        classes = next(iter(load_dataset(cfg.data.dataset, size=cfg.data.size).values())).classes
+        return dict(protocol=cfg.protocol, arms={c: dict(run_dir=str(root / c)) for c in loo_classes(cfg, classes)[1]},
+                    run_dir=str(root), dry_run=True)
+    with RunDir(root, cfg, argv, resume=resuming, overwrite=cfg.overwrite):
+        return run_leave_one_out(cfg, root, resuming, argv)
 
 def _run_arms(cfg: TrainConfig, arms: dict, root: Path, resuming: bool, argv) -> dict:
     "Train (or read back) each arm in `root`, then write and return the protocol's report."

@@ -16,13 +16,15 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import numpy as np
+import torch
 from sklearn.model_selection import StratifiedGroupKFold, train_test_split
 
 from .core import atomic_write_text, derive_seed
 from .data import DataError, ImageDataset, from_csv, subset, to_csv
 
 # %% auto #0
-__all__ = ['SPLIT_FORMAT', 'normalize_fractions', 'split_indices', 'make_split', 'read_split', 'leave_one_class_out']
+__all__ = ['SPLIT_FORMAT', 'SPLIT_TABLE_FORMAT', 'normalize_fractions', 'split_indices', 'make_split', 'read_split',
+           'leave_one_class_out', 'source_fingerprint', 'write_split_table', 'split_table_meta', 'read_split_table']
 
 # %% ../../nbs/02a_splits.ipynb #0ccd513d
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
@@ -232,3 +234,96 @@ def leave_one_class_out(ds: ImageDataset, always=(), test_fraction: float = 0.2,
         tr, te = subset(ds, np.sort(np.concatenate([others, a_train]))), subset(ds, np.sort(np.concatenate([np.flatnonzero(ds.labels == k), a_test])))
         tr.name, te.name = f"train-without-{c}", f"test-{c}"
         yield c, tr, te
+
+# %% ../../nbs/02a_splits.ipynb #58ca6171
+SPLIT_TABLE_FORMAT = 1
+_TABLE_COLS = ("source", "index", "split", "label", "source_class")
+
+def source_fingerprint(splits: Mapping[str, ImageDataset], sources) -> str:
+    "Identifies the samples of the splits `sources`: length, class names, labels, and file paths (arrays: pixel bytes)."
+    h = hashlib.sha256()
+    for s in sources:
+        d = splits[s]
+        h.update(json.dumps([s, len(d), list(d.classes)]).encode())
+        h.update(np.ascontiguousarray(d.labels, dtype=np.int64).data)
+        if d.paths is not None: h.update("\n".join(Path(p).name if d.root is None else Path(p).resolve().relative_to(Path(d.root).resolve()).as_posix()
+                                                   for p in d.paths).encode())
+        else: h.update(np.ascontiguousarray(d.images.numpy()).data)
+    return h.hexdigest()
+
+def write_split_table(path, rows, classes, splits: Mapping[str, ImageDataset], settings: dict | None = None) -> Path:
+    "Write a split table (`rows`: dicts with source, index, split, label[, source_class]) and its JSON sidecar; returns the CSV path."
+    path = Path(path); rows = list(rows)
+    if not rows: raise ValueError("write_split_table: no rows")
+    sources = sorted({r["source"] for r in rows})
+    missing = [s for s in sources if s not in splits]
+    if missing: raise DataError(f"split table rows name source split(s) {missing}; the dataset has {sorted(splits)}")
+    bad = [r["label"] for r in rows if r["label"] not in classes]
+    if bad: raise ValueError(f"label {bad[0]!r} is not one of the table's classes {list(classes)}")
+    for r in rows:
+        if not 0 <= int(r["index"]) < len(splits[r["source"]]):
+            raise ValueError(f"row index {r['index']} is out of range for source split {r['source']!r} ({len(splits[r['source']])} samples)")
+    text = ",".join(_TABLE_COLS) + "\n" + "".join(",".join(str(r.get(c, "")) for c in _TABLE_COLS) + "\n" for r in rows)
+    if any("," in str(r.get(c, "")) or "\n" in str(r.get(c, "")) for r in rows for c in _TABLE_COLS):
+        raise ValueError("split table values must not contain commas or newlines (class and split names)")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(path, text)
+    counts = {}
+    for r in rows: counts.setdefault(r["split"], {}).setdefault(r["label"], 0); counts[r["split"]][r["label"]] += 1
+    meta = dict(format=SPLIT_TABLE_FORMAT, classes=list(classes), sources=sources, fingerprint=source_fingerprint(splits, sources),
+                csv_sha256=hashlib.sha256(text.encode()).hexdigest(), settings=settings or {}, counts=counts)
+    atomic_write_text(path.with_suffix(".json"), json.dumps(meta, indent=1) + "\n")
+    return path
+
+def split_table_meta(path) -> dict:
+    "The JSON sidecar of split table `path` (classes, sources, fingerprint, settings, counts); a clear error when it is missing."
+    path = Path(path); j = path.with_suffix(".json")
+    if not path.is_file(): raise DataError(f"split table {path} does not exist")
+    if not j.is_file(): raise DataError(f"split table {path} has no sidecar {j.name} (it records the classes and the data's fingerprint)")
+    try: meta = json.loads(j.read_text())
+    except json.JSONDecodeError as e: raise DataError(f"{j} is not valid JSON: {e}") from e
+    if meta.get("format") != SPLIT_TABLE_FORMAT: raise DataError(f"{j} has format {meta.get('format')!r}, expected {SPLIT_TABLE_FORMAT}")
+    return meta
+
+def _pool(splits: Mapping[str, ImageDataset], sources) -> tuple[ImageDataset, dict]:
+    "The `sources` splits concatenated (labels and class names kept) and each one's offset in the pool."
+    ds = [splits[s] for s in sources]
+    classes = ds[0].classes
+    if any(d.classes != classes for d in ds): raise DataError(f"source splits {list(sources)} have different class lists")
+    off = dict(zip(sources, np.cumsum([0] + [len(d) for d in ds])[:-1].tolist()))
+    paths = [p for d in ds for p in d.paths] if all(d.paths is not None for d in ds) else None
+    images = torch.cat([d.images for d in ds]) if all(d.images is not None for d in ds) else None
+    if paths is None and images is None: raise DataError("split table sources mix file and array datasets: cache them first")
+    d0 = ds[0]
+    pool = ImageDataset(paths, np.concatenate([d.labels for d in ds]), classes, images=images, root=d0.root, channels=d0.channels,
+                        size=d0.size, skip_corrupt=d0.skip_corrupt, max_pixels=d0.max_pixels, name="pool")
+    return pool, off
+
+def read_split_table(path, splits: Mapping[str, ImageDataset], verify: bool = True) -> dict[str, ImageDataset]:
+    "The splits of split table `path` built from the dataset's `splits`: new labels, `source_class` extra; refuses changed data."
+    path = Path(path); meta = split_table_meta(path)
+    text = path.read_text()
+    if verify and hashlib.sha256(text.encode()).hexdigest() != meta["csv_sha256"]:
+        raise DataError(f"{path} changed after it was written (SHA-256 differs from {path.with_suffix('.json').name}); make the table again")
+    missing = [s for s in meta["sources"] if s not in splits]
+    if missing: raise DataError(f"split table {path} draws from split(s) {missing}, which the dataset does not have ({sorted(splits)})")
+    if verify and source_fingerprint(splits, meta["sources"]) != meta["fingerprint"]:
+        raise DataError(f"split table {path} was made from other data (the fingerprint of splits {meta['sources']} differs: "
+                        "other files, labels, image size or order); make the table again for this data")
+    lines = text.splitlines()
+    if tuple(lines[0].split(",")) != _TABLE_COLS: raise DataError(f"{path}: header {lines[0]!r}, expected {','.join(_TABLE_COLS)}")
+    pool, off = _pool(splits, meta["sources"])
+    classes = meta["classes"]
+    by: dict[str, tuple[list, list, list]] = {}
+    for ln, line in enumerate(lines[1:], 2):
+        src, idx, sp, lab, old = line.split(",")
+        if lab not in classes: raise DataError(f"{path} line {ln}: label {lab!r} is not one of {classes}")
+        ix, lb, oc = by.setdefault(sp, ([], [], []))
+        ix.append(off[src] + int(idx)); lb.append(classes.index(lab)); oc.append(old)
+    out = {}
+    for sp, (ix, lb, oc) in by.items():
+        d = subset(pool, ix)
+        d.labels, d.classes, d.name = np.asarray(lb, np.int64), list(classes), sp
+        d.extras["source_class"] = oc
+        out[sp] = d
+    return out

@@ -12,7 +12,7 @@ import torch
 
 # %% auto #0
 __all__ = ['new_figure', 'save_figure', 'save_image_grid', 'save_confusion_matrix', 'save_roc_curves', 'save_tsne',
-           'save_prediction_grid']
+           'save_prediction_grid', 'save_score_histograms', 'save_det_curve']
 
 # %% ../../nbs/21_viz.ipynb #debd7762
 def new_figure(figsize=(6, 4)):
@@ -217,4 +217,50 @@ def save_prediction_grid(images, true, pred, prob, classes, path, nrow: int = 8,
     axs = _image_axes(fig, images, nr, ncol)
     for k, ax in enumerate(axs.flat[:n]): ax.set_title(titles[k], fontsize=7, color="tab:green" if t[k] == pr[k] else "tab:red")
     if title: fig.suptitle(str(title), fontsize=10)
+    return save_figure(fig, path)
+
+# %% ../../nbs/21_viz.ipynb #e969a2d9
+def save_score_histograms(scores, y_true, path, attack_types=None, threshold=None, eer_threshold=None, bins: int = 40,
+                          title=None) -> Path:
+    "Histograms (densities) of attack scores: bona fide (y=0) against each attack class (or all attacks), with the thresholds; PNG."
+    s, y = _np(scores, np.float64).reshape(-1), _np(y_true, np.int64).reshape(-1)
+    if len(s) != len(y): raise ValueError(f"scores has {len(s)} values, y_true {len(y)}: expected one label per score")
+    types = np.array(["attack"] * len(y), dtype=object) if attack_types is None else np.asarray(attack_types, dtype=object).astype(str)
+    if len(types) != len(y): raise ValueError(f"attack_types has {len(types)} values, expected {len(y)}")
+    groups = [("bona fide", s[y == 0])] + [(f"attack: {t}", s[(y == 1) & (types == t)]) for t in sorted(set(types[y == 1]))]
+    edges = np.linspace(min(s.min(), 0.0), max(s.max(), 1.0), bins + 1)
+    fig = new_figure((6.5, 4)); ax = fig.subplots()
+    pal = [_class_colors(10)[i] for i in (3, 1, 4, 5, 6, 7, 8, 9, 0)]          # attacks: anything but bona fide's green
+    colors = ["tab:green"] + [pal[i % len(pal)] for i in range(len(groups) - 1)]
+    for (name, v), c in zip(groups, colors):
+        if len(v): ax.hist(v, bins=edges, density=True, histtype="stepfilled" if name == "bona fide" else "step",
+                           alpha=0.35 if name == "bona fide" else 0.9, color=c, lw=1.5, label=f"{name} ({len(v)})")
+    for t, style, name in ((threshold, "-", "threshold"), (eer_threshold, ":", "EER threshold")):
+        if t is not None: ax.axvline(float(t), color="k", ls=style, lw=1, label=f"{name} {float(t):.3f}")
+    ax.set_xlabel("attack score"); ax.set_ylabel("density"); ax.legend(fontsize=7); ax.grid(alpha=0.3)
+    if title: ax.set_title(title, fontsize=9)
+    return save_figure(fig, path)
+
+_DET_TICKS = (0.001, 0.01, 0.05, 0.2, 0.5, 0.8, 0.95)
+
+def save_det_curve(curves: dict, path, title=None) -> Path:
+    "DET curves, `{name: (y_true, scores)}` (attack = 1): BPCER against APCER on normal-deviate (probit) axes, EER line; PNG."
+    from scipy.stats import norm
+    from sklearn.metrics import det_curve
+    if not curves: raise ValueError("curves is empty: expected {name: (y_true, scores)}")
+    fig = new_figure((5, 5)); ax = fig.subplots()
+    lo, hi = 1e-4, 1 - 1e-4
+    probit = lambda v: norm.ppf(np.clip(v, lo, hi))
+    pal = ["k"] + [_class_colors(10)[i] for i in (3, 1, 4, 5, 6, 7, 8, 9, 0)]    # the histograms' attack colours, in order
+    for k, (name, (y, s)) in enumerate(curves.items()):
+        fpr, fnr, _ = det_curve(_np(y, np.int64).reshape(-1), _np(s, np.float64).reshape(-1))
+        ax.plot(probit(fpr), probit(fnr), lw=1.5, color=pal[k % len(pal)], label=str(name))
+    t = probit(np.array(_DET_TICKS))
+    ax.plot([t[0], t[-1]], [t[0], t[-1]], color="0.6", ls="--", lw=1, label="EER line")
+    labels = [f"{100 * v:g} %" for v in _DET_TICKS]
+    ax.set_xticks(t, labels); ax.set_yticks(t, labels)
+    ax.set_xlim(probit(5e-4), t[-1]); ax.set_ylim(probit(5e-4), t[-1])
+    ax.set_xlabel("BPCER (bona fide called attack)"); ax.set_ylabel("APCER (attack called bona fide)")
+    ax.grid(alpha=0.3); ax.legend(fontsize=7, loc="upper right")
+    if title: ax.set_title(title, fontsize=9)
     return save_figure(fig, path)
