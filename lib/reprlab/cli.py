@@ -29,7 +29,8 @@ from .transforms import MultiView, basic_augment, simclr_augment
 from .viz import save_image_grid
 
 # %% auto #0
-__all__ = ['TRAIN_DOC', 'EVAL_DOC', 'final_line', 'train_main', 'DataTourConfig', 'data_main', 'CompareConfig', 'eval_main']
+__all__ = ['TRAIN_DOC', 'EVAL_DOC', 'EXPLAIN_DOC', 'final_line', 'train_main', 'DataTourConfig', 'data_main', 'CompareConfig',
+           'eval_main', 'explain_main']
 
 # %% ../../nbs/20b_cli.ipynb #39af4a4c
 TRAIN_DOC = "Train a model on a registered dataset (default: the small conv classifier on the embedded cifar10-wang-mini)"
@@ -183,4 +184,39 @@ def eval_main(argv=None, prog: str | None = None) -> int:
         figs = {k: v for k, v in main_figures(report).items() if v is not None}
         print(", ".join(f"{k} {v:.4f}" for k, v in figs.items()) or "no labelled figures")
         print(f"report: {Path(report['out_dir']) / 'report.md'}")
+    return 0
+
+# %% ../../nbs/20b_cli.ipynb #2af9f8a0
+EXPLAIN_DOC = ("Explain a run's predictions image by image (Grad-CAM, Grad-CAM++, LIME, occlusion, ViT attention), "
+               "compare two runs on the same images (--compare runs/a runs/b), or draw its loss landscape")
+
+def explain_main(argv=None, prog: str | None = None) -> int:
+    "`reprlab-explain` / `bin/s03-explain.py`: explain a run, or `--compare` two; exit 0 done, 1 bad data, files or a method that does not apply, 2 usage."
+    from reprlab.explain_run import ExplainConfig, compare_explanations, explain_run
+    argv = sys.argv[1:] if argv is None else list(argv)
+    prog = prog or Path(sys.argv[0] or "reprlab-explain").name
+    warnings.formatwarning = lambda message, category, *args, **kw: f"warning: {message}\n"
+    try:
+        runs, rest = _compare_args(argv)
+        cfg = cli(ExplainConfig, rest, prog=prog, description=EXPLAIN_DOC)          # exits 2 on a bad option
+        if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+            raise ConfigError("s03-explain runs in one process: start it with python (or reprlab-explain), not torchrun")
+        if any(a == "--compare" or a.startswith("--compare=") for a in argv):
+            if not runs: raise ConfigError("--compare needs two run dirs: --compare runs/a runs/b")
+            res = compare_explanations(runs, cfg)
+            print(f"{res['method']} maps of {res['n']} images: Spearman mean {res['spearman_mean']:.3f}, median {res['spearman_median']:.3f}")
+            print(f"written: {Path(res['out_dir']) / 'compare.md'}, {Path(res['out_dir']) / 'index.html'}")
+            return 0
+        res = explain_run(cfg)
+    except KeyboardInterrupt: return 130
+    except (ConfigError, KeyError) as e:
+        print(f"error: {_message(e)}", file=sys.stderr); return 2
+    except (DataError, CheckpointError, OSError, ImportError) as e:
+        print(f"error: {_message(e)}", file=sys.stderr); return 1
+    if cfg.method == "landscape":
+        print(f"loss at the weights {res['origin_loss']:.4f} (grid min {res['min_loss']:.4f}, max {res['max_loss']:.4f}) on {res['n_images']} images")
+        print(f"written: {', '.join(str(Path(res['out_dir']) / f) for f in res['files'].values())}")
+    else:
+        print(f"{res['written']} explanations written, {res['skipped']} already there ({res['n']} images)")
+        print(f"index: {Path(res['out_dir']) / 'index.html'}")
     return 0
