@@ -119,6 +119,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                              'reprlab.cli.DataTourConfig': ('cli.html#datatourconfig', 'reprlab/cli.py'),
                              'reprlab.cli._compare_args': ('cli.html#_compare_args', 'reprlab/cli.py'),
                              'reprlab.cli._message': ('cli.html#_message', 'reprlab/cli.py'),
+                             'reprlab.cli._one_line_errors': ('cli.html#_one_line_errors', 'reprlab/cli.py'),
                              'reprlab.cli._tour': ('cli.html#_tour', 'reprlab/cli.py'),
                              'reprlab.cli.data_main': ('cli.html#data_main', 'reprlab/cli.py'),
                              'reprlab.cli.eval_main': ('cli.html#eval_main', 'reprlab/cli.py'),

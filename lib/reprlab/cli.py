@@ -154,6 +154,15 @@ def _compare_args(argv: list) -> tuple[list, list]:
         i += 1
     return runs, rest
 
+def _one_line_errors(fn) -> tuple[int, object]:
+    "`(0, fn())`, or `(exit code, None)` after one error line: 2 for a usage error, 1 for bad data or files, 130 for Ctrl-C."
+    try: return 0, fn()
+    except KeyboardInterrupt: return 130, None
+    except (ConfigError, KeyError) as e:
+        print(f"error: {_message(e)}", file=sys.stderr); return 2, None
+    except (DataError, CheckpointError, OSError, ImportError) as e:
+        print(f"error: {_message(e)}", file=sys.stderr); return 1, None
+
 def eval_main(argv=None, prog: str | None = None) -> int:
     "`reprlab-eval` / `bin/s02-eval.py`: evaluate a run or compare runs; exit 0 done, 1 bad data or files, 2 usage."
     from reprlab.eval_run import EvalConfig, compare_runs, evaluate_run, main_figures
@@ -161,7 +170,7 @@ def eval_main(argv=None, prog: str | None = None) -> int:
     prog = prog or Path(sys.argv[0] or "reprlab-eval").name
     warnings.formatwarning = lambda message, category, *args, **kw: f"warning: {message}\n"
     compare = any(a == "--compare" or a.startswith("--compare=") for a in argv)
-    try:
+    def run():
         if compare:
             runs, rest = _compare_args(argv)
             cfg = cli(CompareConfig, rest, prog=prog, description=EVAL_DOC)
@@ -169,17 +178,14 @@ def eval_main(argv=None, prog: str | None = None) -> int:
             md, _ = compare_runs(runs, cfg.out, cfg.on or None)
             print(md, end="")
             print(f"written: {cfg.out / 'compare.md'}, {cfg.out / 'compare.csv'}")
-            return 0
+            return None
         cfg = cli(EvalConfig, argv, prog=prog, description=EVAL_DOC)          # exits 2 on a bad option
         if int(os.environ.get("WORLD_SIZE", "1")) > 1:                        # every rank would write the same report
             raise ConfigError("s02-eval runs in one process: start it with python (or reprlab-eval), not torchrun")
         if not cfg.quiet: print(format_config(cfg), flush=True)
-        report = evaluate_run(cfg)
-    except KeyboardInterrupt: return 130
-    except (ConfigError, KeyError) as e:
-        print(f"error: {_message(e)}", file=sys.stderr); return 2
-    except (DataError, CheckpointError, OSError, ImportError) as e:
-        print(f"error: {_message(e)}", file=sys.stderr); return 1
+        return evaluate_run(cfg)
+    code, report = _one_line_errors(run)
+    if code or report is None: return code
     if is_main_process():
         figs = {k: v for k, v in main_figures(report).items() if v is not None}
         print(", ".join(f"{k} {v:.4f}" for k, v in figs.items()) or "no labelled figures")
@@ -196,9 +202,9 @@ def explain_main(argv=None, prog: str | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     prog = prog or Path(sys.argv[0] or "reprlab-explain").name
     warnings.formatwarning = lambda message, category, *args, **kw: f"warning: {message}\n"
-    try:
-        runs, rest = _compare_args(argv)
-        cfg = cli(ExplainConfig, rest, prog=prog, description=EXPLAIN_DOC)          # exits 2 on a bad option
+    runs, rest = _compare_args(argv)
+    cfg = cli(ExplainConfig, rest, prog=prog, description=EXPLAIN_DOC)              # exits 2 on a bad option
+    def run():
         if int(os.environ.get("WORLD_SIZE", "1")) > 1:
             raise ConfigError("s03-explain runs in one process: start it with python (or reprlab-explain), not torchrun")
         if any(a == "--compare" or a.startswith("--compare=") for a in argv):
@@ -206,13 +212,10 @@ def explain_main(argv=None, prog: str | None = None) -> int:
             res = compare_explanations(runs, cfg)
             print(f"{res['method']} maps of {res['n']} images: Spearman mean {res['spearman_mean']:.3f}, median {res['spearman_median']:.3f}")
             print(f"written: {Path(res['out_dir']) / 'compare.md'}, {Path(res['out_dir']) / 'index.html'}")
-            return 0
-        res = explain_run(cfg)
-    except KeyboardInterrupt: return 130
-    except (ConfigError, KeyError) as e:
-        print(f"error: {_message(e)}", file=sys.stderr); return 2
-    except (DataError, CheckpointError, OSError, ImportError) as e:
-        print(f"error: {_message(e)}", file=sys.stderr); return 1
+            return None
+        return explain_run(cfg)
+    code, res = _one_line_errors(run)
+    if code or res is None: return code
     if cfg.method == "landscape":
         print(f"loss at the weights {res['origin_loss']:.4f} (grid min {res['min_loss']:.4f}, max {res['max_loss']:.4f}) on {res['n_images']} images")
         print(f"written: {', '.join(str(Path(res['out_dir']) / f) for f in res['files'].values())}")
