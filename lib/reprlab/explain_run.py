@@ -20,7 +20,7 @@ from torch import nn
 from .config import ConfigError, opt
 from .core import amp_is_fast, atomic_write_text, default_device, progress_bar, seed_everything, set_threads
 from .data import DataError, ImageDataset, cache, is_image_file
-from .eval_run import _softmax_probs, eval_split, load_run
+from .eval_run import _softmax_probs, eval_split, features_and_logits, load_run
 from .heads import Classifier
 from .transforms import normalize_batch
 
@@ -102,16 +102,10 @@ def _image_set(cfg: ExplainConfig, pre: dict, classifier: bool) -> ImageDataset:
         return cache(ds)                                    # a file that does not decode: CorruptImageError naming it
     return eval_split(pre, cfg.dataset or pre["dataset"], cfg.split or pre.get("valid_split") or "val", classifier, role="explain")
 
-@torch.no_grad()
 def predict(model, ds: ImageDataset, pre: dict, config: dict, device, batch_size: int = 256) -> tuple[torch.Tensor | None, torch.Tensor]:
-    "`(probabilities (N, C) or None, embeddings (N, D))` of every image of `ds` under `model` (eval mode)."
-    enc = model.encoder if hasattr(model, "encoder") else model
-    probs, emb = [], []
-    for i in range(0, len(ds), batch_size):
-        f = enc.eval()(model_inputs(ds.images[i:i + batch_size], pre, device)).float()
-        emb.append(f.cpu())
-        if isinstance(model, Classifier): probs.append(_softmax_probs(model.head.eval()(f).float().cpu(), config))
-    return (torch.cat(probs) if probs else None), torch.cat(emb)
+    "`(probabilities (N, C) or None, embeddings (N, D))` of every image of `ds` under `model`, as `s02-eval` computes them."
+    feats, logits, _ = features_and_logits(model, ds, pre, batch_size=batch_size, device=device)
+    return (None if logits is None else _softmax_probs(logits, config)), feats
 
 def select_images(cfg: ExplainConfig, ds: ImageDataset, probs) -> np.ndarray:
     "Indices of the images to explain: all, the mistakes (most confidently wrong first) or the first `n`."
@@ -269,8 +263,9 @@ def explain_run(cfg: ExplainConfig) -> dict:
     ds = _image_set(cfg, pre, isinstance(model, Classifier))
     classes = list(ds.classes or pre.get("classes") or [])
     pick = np.arange(len(ds)) if (cfg.mistakes or cfg.all) else np.arange(min(cfg.n, len(ds)))
-    probs, _ = predict(model, ImageDataset(images=ds.images[torch.from_numpy(pick)], labels=ds.labels[pick]), pre, config, dev, cfg.batch_size)
-    idx = pick[select_images(cfg, ImageDataset(images=ds.images[torch.from_numpy(pick)], labels=ds.labels[pick]), probs)]
+    picked = ImageDataset(images=ds.images[torch.from_numpy(pick)], labels=ds.labels[pick])
+    probs, _ = predict(model, picked, pre, config, dev, cfg.batch_size)
+    idx = pick[select_images(cfg, picked, probs)]
     p_all = None if probs is None else torch.zeros(len(ds), probs.shape[1]).index_copy_(0, torch.from_numpy(pick), probs)
     tg = class_targets(cfg, p_all, ds.labels, classes)
     out = Path(cfg.out) if cfg.out is not None else r["run"] / "explain" / cfg.method
