@@ -12,7 +12,7 @@ $(BIN)/python:
 	$(PY) -m venv $(VENV)
 
 $(STAMP): $(BIN)/python setup.py settings.ini pyproject.toml requirements.lock
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -c requirements.lock -e ".[dev]"
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -c requirements.lock -e ".[dev,onnx]"
 	@touch $@
 
 setup: $(STAMP)    ## create .venv and install reprlab (editable) with the dev extra
@@ -36,16 +36,21 @@ export: $(STAMP)   ## notebooks -> lib/, then strip notebook outputs and metadat
 	$(BIN)/nbdev-export
 	$(BIN)/nbdev-clean
 
-bench: $(STAMP)    ## every benchmark (installs the bench extra: fastai, lightning, lightly); each writes bench/results/NAME.json
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -c requirements.lock -e ".[dev,bench]"
+bench: $(STAMP)    ## every benchmark (installs the bench extra: fastai, lightning, lightly, smp, ...); each writes bench/results/NAME.json
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -c requirements.lock -e ".[dev,onnx,bench]"
 	$(BIN)/python bench/data_throughput.py
 	$(BIN)/python bench/trainer_overhead.py
 	$(BIN)/python bench/encoder_throughput.py
 	$(BIN)/python bench/ssl_vs_scratch.py
 	$(BIN)/python bench/simclr_vs_lightly.py
+	$(BIN)/python bench/corruptions_speed.py
+	$(BIN)/python bench/explain_speed.py
+	$(BIN)/python bench/unet_vs_smp.py
+	$(BIN)/python bench/onnx_speed.py
+	$(BIN)/python bench/seg_quality.py
 
 lock: $(BIN)/python   ## refresh requirements.lock from a fresh resolution
-	$(BIN)/python -m pip install --quiet -e ".[dev,bench]"
+	$(BIN)/python -m pip install --quiet -e ".[dev,onnx,bench]"
 	$(BIN)/python -m pip freeze --exclude-editable | grep -v '^reprlab' > requirements.lock
 
 clean:

@@ -47,7 +47,8 @@ def reg(tmp_path_factory):
 
 
 def test_every_task_is_recorded():
-    assert set(NEW_ARGV) == set(RECORDED["cases"]) and {a.split("=")[1] for v in NEW_ARGV.values() for a in v[:1]} == set(task_names())
+    # every task of before the plug-ins (segmentation came after them: tests/test_seg_task.py)
+    assert set(NEW_ARGV) == set(RECORDED["cases"]) and {a.split("=")[1] for v in NEW_ARGV.values() for a in v[:1]} == set(task_names()) - {"segmentation"}
 
 
 @pytest.mark.parametrize("case", sorted(NEW_ARGV))

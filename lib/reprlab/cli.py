@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+import numpy as np
 import torch
 
 from .callbacks import NonFiniteLossError
@@ -21,7 +22,7 @@ from .checkpoint import CheckpointError
 from .config import ConfigError, cli, format_config, opt, save_config
 from .core import Terminated, atomic_write_text, is_main_process
 from .data import DataError, cache, channel_stats
-from .datasets import load_dataset
+from .datasets import load_dataset, load_registry
 from .experiments import parse_train_args, train
 from .loaders import Loader
 from .protocols import run_protocol
@@ -29,8 +30,8 @@ from .transforms import MultiView, basic_augment, simclr_augment
 from .viz import save_image_grid
 
 # %% auto #0
-__all__ = ['TRAIN_DOC', 'EVAL_DOC', 'EXPLAIN_DOC', 'final_line', 'train_main', 'DataTourConfig', 'data_main', 'CompareConfig',
-           'eval_main', 'explain_main']
+__all__ = ['TRAIN_DOC', 'EVAL_DOC', 'EXPLAIN_DOC', 'PREDICT_DOC', 'final_line', 'train_main', 'DataTourConfig', 'data_main',
+           'CompareConfig', 'eval_main', 'explain_main', 'predict_main']
 
 # %% ../../nbs/20b_cli.ipynb #39af4a4c
 TRAIN_DOC = "Train a model on a registered dataset (default: the small conv classifier on the embedded cifar10-wang-mini)"
@@ -83,7 +84,7 @@ class DataTourConfig:
     "Look at a dataset before training on it."
     dataset: str = opt("cifar10-wang-mini", "dataset name in the registry (data/datasets.json or $REPRLAB_DATASETS)")
     out: Path = opt(Path("runs/data-tour"), "folder for the figures and stats.json")
-    size: int = opt(32, "image size of the cache and of the augmented views", ge=4)
+    size: int = opt(0, "image size of the cache and of the augmented views (0: 32 px, or the native size of a segmentation dataset)", ge=0)
     augment: Literal["basic", "simclr"] = opt("simclr", "augmentation preset shown in the views grid")
     n_views: int = opt(4, "augmented views per image in the grid", ge=1)
     n_images: int = opt(8, "images shown in the views grid", ge=1)
@@ -95,7 +96,10 @@ def _tour(cfg: DataTourConfig):
     cfg.out.mkdir(parents=True, exist_ok=True)
     save_config(cfg, cfg.out / "config.json")
     t = time.perf_counter()
-    splits = load_dataset(cfg.dataset, size=cfg.size, download=cfg.download)
+    seg = load_registry().get(cfg.dataset, {}).get("layout") == "segmentation"
+    if cfg.size and cfg.size < 4: raise ConfigError(f"--size must be 0 or >= 4, got {cfg.size}")
+    size = cfg.size or (None if seg else 32)
+    splits = load_dataset(cfg.dataset, size=size, download=cfg.download)
     print(f"\nloaded {cfg.dataset} in {time.perf_counter() - t:.1f}s: " + ", ".join(f"{k} {len(v)}" for k, v in splits.items()))
     labeled = {k: v for k, v in splits.items() if (v.labels >= 0).any()}
     classes = next(iter(labeled.values())).classes if labeled else []
@@ -111,18 +115,38 @@ def _tour(cfg: DataTourConfig):
         print(f"{k}: decoded {len(ds)} images in {dt:.1f}s into a uint8 tensor {tuple(ds.images.shape)}; "
               f"mean {stats[k]['mean']} std {stats[k]['std']}")
     atomic_write_text(cfg.out / "stats.json", json.dumps(stats, indent=1) + "\n")
+    if seg: return _seg_tour(cfg, splits)
     show = labeled.get("train") or next(iter(splits.values()))
     per = 8                                            # one row per class: the first images of each class
     idx = [i for c in range(len(show.classes)) for i in (show.labels == c).nonzero()[0][:per]] if show.classes else list(range(min(32, len(show))))
     grid = save_image_grid(show.images[idx], cfg.out / "images.png", nrow=per, row_titles=show.classes if show.classes else None)
     aug = simclr_augment if cfg.augment == "simclr" else basic_augment
-    views = MultiView([aug(cfg.size) for _ in range(cfg.n_views)])
+    views = MultiView([aug(size) for _ in range(cfg.n_views)])
     b = next(iter(Loader(show, batch_size=min(cfg.n_images, len(show)), shuffle=True, seed=cfg.seed, transform=views)))
     originals = show.images[b["index"]].float() / 255
     rows = torch.stack([originals, *b["image"]], 1).flatten(0, 1)     # per image: original, view 1..n
     vgrid = save_image_grid(rows, cfg.out / "views.png", nrow=cfg.n_views + 1,
                             titles=["original"] + [f"view {j + 1}" for j in range(cfg.n_views)])
     print(f"\nfigures: {grid} (images per class), {vgrid} ({cfg.augment} views); stats: {cfg.out / 'stats.json'}")
+    print(f"results are in {cfg.out.resolve()}")
+
+def _seg_tour(cfg: DataTourConfig, splits: dict):
+    "The tour's figures for a segmentation dataset: foreground per split, images with their masks, jointly augmented tiles."
+    from reprlab.seg_transforms import SegAugment
+    for k, ds in splits.items():
+        if ds.has_masks:
+            fg = ds.masks.float().mean().item() if ds.masks.max() <= 1 else None
+            print(f"{k}: masks {tuple(ds.masks.shape)}, classes {ds.classes}" + (f", foreground {fg:.1%} of the pixels" if fg is not None else ""))
+    show = next((d for k, d in splits.items() if d.has_masks and k == "train"), None) or next(d for d in splits.values() if d.has_masks)
+    n = min(cfg.n_images, len(show))
+    scale = 255 // max(1, len(show.classes) - 1)
+    pairs = [t for i in range(n) for t in (show.images[i], (show.masks[i] * scale).expand_as(show.images[i]))]
+    grid = save_image_grid(pairs, cfg.out / "images.png", nrow=4, titles=["image", "mask"] * n, scale=2.0)
+    tile = max(8, min(256, min(show.images.shape[-2:]) // 2))
+    b = next(iter(Loader(show, batch_size=n, shuffle=True, seed=cfg.seed, transform=SegAugment(tile, sigma=min(10.0, tile / 16)))))
+    rows = [t for i in range(n) for t in (b["image"][i], (b["mask"][i] * scale / 255).expand_as(b["image"][i]).float())]
+    vgrid = save_image_grid(rows, cfg.out / "views.png", nrow=4, titles=["augmented tile", "its mask"] * n, scale=2.0)
+    print(f"\nfigures: {grid} (images and masks), {vgrid} (random {tile} px tiles, flips, elastic; masks moved with them); stats: {cfg.out / 'stats.json'}")
     print(f"results are in {cfg.out.resolve()}")
 
 def data_main(argv=None, prog: str | None = None) -> int:
@@ -222,4 +246,20 @@ def explain_main(argv=None, prog: str | None = None) -> int:
     else:
         print(f"{res['written']} explanations written, {res['skipped']} already there ({res['n']} images)")
         print(f"index: {Path(res['out_dir']) / 'index.html'}")
+    return 0
+
+PREDICT_DOC = ("Predict masks for a folder of images with a segmentation run's checkpoint or its ONNX file "
+               "(--export writes the ONNX file, --quantize an int8 copy)")
+
+def predict_main(argv=None, prog: str | None = None) -> int:
+    "`reprlab-predict` / `bin/s04-predict.py`: masks for a folder of images; exit 0 done, 1 bad data, files or model, 2 usage."
+    from reprlab.predict import PredictConfig, predict_images
+    argv = sys.argv[1:] if argv is None else list(argv)
+    cfg = cli(PredictConfig, argv, prog=prog or Path(sys.argv[0] or "reprlab-predict").name, description=PREDICT_DOC)
+    code, res = _one_line_errors(lambda: predict_images(cfg))
+    if code or res is None: return code
+    fg = [r["foreground"] for r in res["images"]]
+    print(f"{res['n']} masks from {res['model']} ({res['runner']}, tile {res['tile']}, overlap {res['overlap']}) in {res['seconds']:.1f} s"
+          + (f"; foreground {np.mean(fg):.1%} of the pixels on average" if fg else ""))
+    print(f"written: {Path(res['out_dir'])}/<image>.png, {Path(res['out_dir']) / 'predictions.json'}")
     return 0

@@ -28,8 +28,8 @@ from .core import atomic_write, atomic_write_text, progress_bar
 
 # %% auto #0
 __all__ = ['IMAGE_EXTS', 'MAX_IMAGE_PIXELS', 'DataError', 'CorruptImageError', 'is_image_file', 'ImageTooLargeError',
-           'decode_image_file', 'scan_folder', 'resize_uint8', 'ImageDataset', 'subset', 'unlabeled',
-           'default_cache_dir', 'cache', 'from_folder', 'load_imagewang', 'from_npz', 'from_csv', 'to_csv',
+           'decode_image_file', 'scan_folder', 'resize_uint8', 'decode_mask_file', 'ImageDataset', 'subset',
+           'unlabeled', 'default_cache_dir', 'cache', 'from_folder', 'load_imagewang', 'from_npz', 'from_csv', 'to_csv',
            'from_boxes', 'relabel', 'channel_stats']
 
 # %% ../../nbs/02_data.ipynb #0e9dcbcc
@@ -232,19 +232,48 @@ def _as_size(size):
     if len(size) != 2 or min(size) < 1: raise ValueError(f"size must be an int or (height, width), got {size!r}")
     return size
 
-def resize_uint8(x: torch.Tensor, size) -> torch.Tensor:
-    "Resize a `uint8` `(C, H, W)` image so its shorter side fits `size` (int or (h, w)) and centre-crop to it."
+def resize_uint8(x: torch.Tensor, size, nearest: bool = False) -> torch.Tensor:
+    "Resize a `uint8` `(C, H, W)` image so its shorter side fits `size` (int or (h, w)) and centre-crop to it (`nearest`: for masks)."
     h, w = _as_size(size)
     if tuple(x.shape[-2:]) == (h, w): return x
     scale = max(h / x.shape[-2], w / x.shape[-1])
     nh, nw = max(h, round(x.shape[-2] * scale)), max(w, round(x.shape[-1] * scale))
-    x = TF.resize(x, [nh, nw], antialias=True)
+    if nearest: x = TF.resize(x, [nh, nw], interpolation=TF.InterpolationMode.NEAREST_EXACT)
+    else: x = TF.resize(x, [nh, nw], antialias=True)
     return TF.center_crop(x, [h, w])
+
+def decode_mask_file(path, values=(0, 255), max_pixels="default") -> torch.Tensor:
+    "Decode the mask at `path` to class indices `uint8 (1, H, W)` (pixel value `values[k]` -> class k); other values are a `DataError` naming the file."
+    limit, path = _max_pixels(max_pixels), Path(path)
+    try: data = path.read_bytes()
+    except OSError as e: raise CorruptImageError(path, f"cannot read the mask file ({e.strerror or e})") from e
+    if not data: raise CorruptImageError(path, "the mask file is empty")
+    try:
+        with warnings.catch_warnings(), Image.open(io.BytesIO(data)) as im:
+            warnings.simplefilter("ignore")
+            if limit is not None and im.size[0] * im.size[1] > limit: raise ImageTooLargeError(path, im.size, limit)
+            mode, a = im.mode, np.array(im.convert("L") if im.mode == "1" else im)    # palette masks keep their indices
+    except (CorruptImageError, MemoryError): raise
+    except Exception as e: raise CorruptImageError(path, f"not a readable mask image ({type(e).__name__}: {e})") from e
+    if a.ndim == 3:
+        if not (a[..., :3] == a[..., :1]).all():
+            raise DataError(f"mask {path} is a colour ({mode}) image: expected one channel of class values (a grey or palette PNG)")
+        a = a[..., 0]
+    a, values = a.astype(np.int64), [int(v) for v in values]
+    lut = np.full(max(int(a.max(initial=0)), *values) + 1, -1, np.int64)
+    lut[values] = np.arange(len(values))
+    out = lut[a]
+    if (out < 0).any():
+        bad = np.unique(a[out < 0]).tolist()
+        raise DataError(f"mask {path} has pixel value(s) {bad[:8]}{' ...' if len(bad) > 8 else ''} outside the class values "
+                        f"{values} (value k = class k of the dataset's class list)")
+    return torch.from_numpy(out.astype(np.uint8))[None]
 
 class ImageDataset(torch.utils.data.Dataset):
     "Images from files or an array, with labels (-1 = unlabeled), class names and extra columns; `ds[i]` is a sample dict."
     def __init__(self, paths=None, labels=None, classes=None, *, images=None, root=None, extras=None, boxes=None,
-                 channels: int = 3, size=None, skip_corrupt: bool = False, max_pixels="default", name: str = ""):
+                 channels: int = 3, size=None, skip_corrupt: bool = False, max_pixels="default", name: str = "",
+                 mask_paths=None, masks=None, mask_values=None):
         if paths is None and images is None: raise ValueError("ImageDataset needs `paths` or `images`")
         if channels not in (1, 3): raise ValueError(f"channels must be 1 or 3, got {channels!r}")
         n = len(paths) if paths is not None else len(images)
@@ -263,6 +292,12 @@ class ImageDataset(torch.utils.data.Dataset):
         self.channels, self.size, self.skip_corrupt, self.name = channels, _as_size(size), skip_corrupt, name
         self.max_pixels = _max_pixels(max_pixels)  # 'default': MAX_IMAGE_PIXELS as it is now; None: no limit
         self.skipped: list[str] = []
+        self.mask_paths = [str(p) for p in mask_paths] if mask_paths is not None else None
+        self.masks = masks                        # uint8 (N, 1, H, W) class indices once cached
+        self.mask_values = list(mask_values) if mask_values is not None else list(range(max(2, len(self.classes))))
+        for what, v in (("mask_paths", self.mask_paths), ("masks", masks)):
+            if v is not None and len(v) != n: raise ValueError(f"{what} has {len(v)} entries for {n} images")
+        if self.has_masks and self.boxes is not None: raise ValueError("box crops and segmentation masks cannot be combined")
 
     def __len__(self): return len(self.labels)
 
@@ -285,9 +320,31 @@ class ImageDataset(torch.utils.data.Dataset):
             x = x[:, max(0, y0):y1, max(0, x0):x1]
         return resize_uint8(x, self.size) if self.size else x
 
+    @property
+    def has_masks(self) -> bool:
+        "Whether every sample has a segmentation mask."
+        return self.masks is not None or self.mask_paths is not None
+
+    def load_mask(self, i: int) -> torch.Tensor:
+        "The class-index mask of sample `i` as `uint8 (1, H, W)` (resized with nearest to `size`); uses the cache when present."
+        if self.masks is not None: return self.masks[i]
+        if self.mask_paths is None: raise DataError(f"{self.name or 'the dataset'} has no segmentation masks")
+        m = decode_mask_file(self.mask_paths[i], self.mask_values, self.max_pixels)
+        return resize_uint8(m, self.size, nearest=True) if self.size else m
+
+    def check_mask(self, i: int, image: torch.Tensor, mask: torch.Tensor):
+        "A `DataError` naming both files when the mask of sample `i` is not the size of its image."
+        if tuple(mask.shape[-2:]) != tuple(image.shape[-2:]):
+            where = self.mask_paths[i] if self.mask_paths is not None else f"mask #{i}"
+            raise DataError(f"mask {where} is {mask.shape[-1]}x{mask.shape[-2]} (w x h) but its image {self.path(i)} is "
+                            f"{image.shape[-1]}x{image.shape[-2]}: a mask must have its image's size")
+
     def __getitem__(self, i: int) -> dict:
         i = int(i)
         d = dict(image=self.load(i), label=int(self.labels[i]), index=i, path=self.path(i))
+        if self.has_masks:
+            d["mask"] = self.load_mask(i)
+            self.check_mask(i, d["image"], d["mask"])
         for k, v in self.extras.items(): d[k] = v[i]
         return d
 
@@ -305,7 +362,9 @@ def _take(ds: ImageDataset, idx: np.ndarray, **kw) -> ImageDataset:
                 classes=ds.classes, images=ds.images[torch.from_numpy(idx)] if ds.images is not None else None,
                 root=ds.root, extras={k: [v[i] for i in idx] for k, v in ds.extras.items()},
                 boxes=ds.boxes[idx] if ds.boxes is not None else None, channels=ds.channels, size=ds.size,
-                skip_corrupt=ds.skip_corrupt, max_pixels=ds.max_pixels, name=ds.name)
+                skip_corrupt=ds.skip_corrupt, max_pixels=ds.max_pixels, name=ds.name,
+                mask_paths=[ds.mask_paths[i] for i in idx] if ds.mask_paths is not None else None,
+                masks=ds.masks[torch.from_numpy(idx)] if ds.masks is not None else None, mask_values=ds.mask_values)
     args.update(kw)
     return ImageDataset(**args)
 
@@ -377,8 +436,23 @@ def _read_disk_cache(ds: ImageDataset, path: Path, meta: Path):
 
 def cache(ds: ImageDataset, where: str = "memory", cache_dir=None, num_workers: int = 0,
           progress: bool = False) -> ImageDataset:
-    "Decode every image of `ds` once into a `uint8` tensor `(N, C, H, W)` (`where`: 'memory' or 'disk'); returns `ds`."
+    "Decode every image of `ds` once into a `uint8` tensor `(N, C, H, W)` (`where`: 'memory' or 'disk'), and its masks in memory; returns `ds`."
     if where not in ("memory", "disk"): raise ValueError(f"where must be 'memory' or 'disk', got {where!r}")
+    _cache_images(ds, where, cache_dir, num_workers, progress)
+    if ds.mask_paths is not None and ds.masks is None and len(ds): _cache_masks(ds, progress)
+    return ds
+
+def _cache_masks(ds: ImageDataset, progress: bool = False):
+    "Decode every mask of `ds` (images cached) into `ds.masks`, checking each against its image's size."
+    ms = []
+    for i in progress_bar(range(len(ds)), show=progress, desc=f"decoding {ds.name or 'masks'} masks", leave=False):
+        m = ds.load_mask(i)
+        ds.check_mask(i, ds.images[i], m)
+        ms.append(m)
+    ds.masks = torch.stack(ms)
+
+def _cache_images(ds: ImageDataset, where: str, cache_dir, num_workers: int, progress: bool) -> ImageDataset:
+    "The image part of `cache`."
     if ds.images is not None or len(ds) == 0: return ds
     path = None
     if where == "disk":
@@ -446,6 +520,7 @@ def _drop(ds: ImageDataset, bad_idx, msgs, note: str = ""):
     ds.labels = ds.labels[keep]
     ds.extras = {k: [v[i] for i in keep] for k, v in ds.extras.items()}
     if ds.boxes is not None: ds.boxes = ds.boxes[keep]
+    if ds.mask_paths is not None: ds.mask_paths = [ds.mask_paths[i] for i in keep]
     n, shown = len(bad_idx), 20
     warnings.warn(f"skipped {n} corrupt image(s) in {ds.name or ds.root}{note}, listed in .skipped: " + "; ".join(msgs[:shown])
                   + (f"; ... and {n - shown} more" if n > shown else ""), stacklevel=3)

@@ -27,12 +27,12 @@ import torch
 from torchvision.transforms.v2 import functional as TF
 
 from .core import progress_bar
-from .data import (DataError, ImageDataset, default_cache_dir, from_csv, from_folder, from_npz, load_imagewang,
-                          relabel, resize_uint8)
+from .data import (DataError, ImageDataset, _read_csv, _resolve_inside, default_cache_dir, from_csv, from_folder, from_npz,
+                   is_image_file, load_imagewang, relabel, resize_uint8)
 
 # %% auto #0
 __all__ = ['KINDS', 'LAYOUTS', 'MARKER', 'UnknownDatasetError', 'data_dir', 'load_registry', 'list_datasets', 'verify_file',
-           'download_file', 'extract_archive', 'prepare_dataset', 'load_dataset']
+           'download_file', 'extract_archive', 'prepare_dataset', 'load_segmentation', 'load_dataset']
 
 # %% ../../nbs/02c_datasets.ipynb #d3afc825
 class UnknownDatasetError(KeyError):
@@ -40,8 +40,8 @@ class UnknownDatasetError(KeyError):
     def __str__(self): return str(self.args[0]) if self.args else ""
 
 KINDS = ("archive", "url", "torchvision", "root")
-LAYOUTS = {"archive": ("imagewang", "imagefolder"), "url": ("imagewang", "imagefolder"),
-           "root": ("imagewang", "imagefolder", "csv", "npz")}
+LAYOUTS = {"archive": ("imagewang", "imagefolder", "segmentation"), "url": ("imagewang", "imagefolder", "segmentation"),
+           "root": ("imagewang", "imagefolder", "csv", "npz", "segmentation")}
 
 def data_dir() -> Path:
     "The folder of the built-in registry: `$REPRLAB_DATA`, a clone's `data/`, or `sys.prefix/share/reprlab` after `pip install .`."
@@ -258,12 +258,47 @@ def _torchvision(e: dict, root: Path, download: bool, **kw) -> dict:
         out[split] = _arrays(x, np.asarray(d.targets), list(d.classes), split, **kw)
     return out
 
+def _seg_split(root: Path, csv_path: Path, images: str, masks: str, name_col: str, **kw) -> ImageDataset:
+    "One split of a segmentation folder: the files its file list names in `images/`, with their masks in `masks/` when it has any."
+    cols, rows = _read_csv(csv_path)
+    if name_col not in cols: raise DataError(f"{csv_path} has no column {name_col!r} (it has {cols}): one file name per row is expected")
+    if not rows: raise DataError(f"file list {csv_path} names no file")
+    paths = [_resolve_inside(root / images, r[name_col], csv_path, i + 2) for i, r in enumerate(rows)]
+    for i, p in enumerate(paths):
+        if not Path(p).is_file(): raise DataError(f"{csv_path} row {i + 2} names {rows[i][name_col]!r}, but {p} does not exist")
+    mpaths = [str(root / masks / Path(p).relative_to((root / images).resolve())) for p in paths]
+    have = [Path(m).is_file() for m in mpaths]
+    if any(have) and not all(have):
+        miss = [m for m, h in zip(mpaths, have) if not h]
+        raise DataError(f"{len(miss)} image(s) of file list {csv_path} have no mask, e.g. {miss[0]} does not exist")
+    return ImageDataset(paths, root=root, name=csv_path.stem, mask_paths=mpaths if all(have) else None, **kw)
+
+def load_segmentation(root, classes=("background", "foreground"), mask_values=None, images: str = "scenes", masks: str = "masks",
+                      filelists: str = "filelists", name_col: str = "name", unlabeled: str = "unlabeled", **kw) -> dict[str, ImageDataset]:
+    "`{split: ImageDataset}` with masks of a segmentation folder: `filelists/<split>.csv` name files of `scenes/` and `masks/`; `unlabeled/` too."
+    root = Path(root)
+    lists = sorted((root / filelists).glob("*.csv")) if (root / filelists).is_dir() else []
+    if not lists: raise DataError(f"{root} has no file lists {root / filelists}/<split>.csv (expected filelists/, {images}/, {masks}/)")
+    classes = list(classes)
+    if len(classes) < 2: raise DataError(f"a segmentation dataset needs at least 2 classes (background and foreground), got {classes}")
+    values = list(mask_values) if mask_values is not None else ([0, 255] if len(classes) == 2 else list(range(len(classes))))
+    if len(values) != len(classes): raise DataError(f"mask_values {values} must give one pixel value per class of {classes}")
+    out = {p.stem: _seg_split(root, p, images, masks, name_col, classes=classes, mask_values=values, **kw) for p in lists}
+    if unlabeled and (root / unlabeled).is_dir() and unlabeled not in out:
+        files = sorted(str(p) for p in (root / unlabeled).iterdir() if p.is_file() and is_image_file(p))
+        if files: out[unlabeled] = ImageDataset(files, root=root, name=unlabeled, classes=classes, mask_values=values, **kw)
+    return out
+
 def _union_classes(lists) -> list[str]:
     return sorted({c for cl in lists for c in cl})
 
 def _read_layout(e: dict, root: Path, **kw) -> dict:
     lay, splits = e["layout"], e.get("splits")
     if lay == "imagewang": return load_imagewang(root, **kw)
+    if lay == "segmentation":
+        opts = {k: e[k] for k in ("classes", "mask_values", "images", "masks", "filelists", "name_col") if k in e}
+        if "channels" in e and kw.get("channels") is None: kw["channels"] = e["channels"]
+        return load_segmentation(root, **opts, **kw)
     if lay == "imagefolder":
         splits = splits or {"train": "train", "val": "val"}
         dirs = {s: root / sub for s, sub in splits.items()}

@@ -248,6 +248,9 @@ def evaluate_run(cfg: EvalConfig) -> dict:
     if cfg.run is None and cfg.checkpoint in ("best", "last"): raise ConfigError("--run is required (the run dir to evaluate), or --checkpoint=<file>")
     r = load_run(cfg.run, cfg.checkpoint)
     model, pre, config = r["model"], r["preprocess"], r["config"]
+    if pre.get("segmentation"):                            # a U-Net: whole-image segmentation metrics, not features
+        from .eval_seg import evaluate_segmentation
+        return evaluate_segmentation(cfg, r, t0)
     dev = default_device(cfg.device)
     model.to(dev)
     classifier = isinstance(model, Classifier)
@@ -339,7 +342,8 @@ def main_figures(report: dict) -> dict:
             "knn20": g(knn.get("k20_t0.07"), "top1"), "knn200": g(knn.get("k200_t0.1"), "top1"),
             "probe": g(report.get("probe"), "accuracy"), "eer": g(report.get("pad"), "eer"), "hter": g(report.get("pad"), "hter"),
             "pad_auc": g(report.get("pad"), "auc"), "mca": g(report.get("robustness"), "mca"),
-            "relative_robustness": g(report.get("robustness"), "relative")}
+            "relative_robustness": g(report.get("robustness"), "relative"),
+            **{k: g((report.get("segmentation") or {}).get("metrics"), k) for k in ("dice", "iou", "pixel_error")}}
 
 def _fmt(v) -> str: return "-" if v is None else f"{v:.4f}" if isinstance(v, float) else str(v)
 
@@ -353,7 +357,8 @@ def report_markdown(report: dict) -> str:
     names = dict(accuracy="classifier accuracy", top5="classifier top-5", macro_f1="classifier macro F1", roc_auc="classifier ROC AUC (macro, one-vs-rest)",
                  knn20="kNN top-1 (k=20, T=0.07)", knn200="kNN top-1 (k=200, T=0.1)", probe="linear probe accuracy",
                  eer="attack EER", hter="attack HTER (validation threshold)", pad_auc="attack AUC",
-                 mca="mean corruption accuracy (CIFAR-10-C)", relative_robustness="relative robustness (mCA / clean)")
+                 mca="mean corruption accuracy (CIFAR-10-C)", relative_robustness="relative robustness (mCA / clean)",
+                 dice="segmentation Dice", iou="segmentation IoU", pixel_error="segmentation pixel error")
     lines += [f"| {names[k]} | {_fmt(v)} |" for k, v in main_figures(report).items() if v is not None]
     rep = report.get("classifier") or report.get("shown_metrics")
     if rep and rep.get("per_class"):

@@ -151,30 +151,34 @@ def build_data(cfg: TrainConfig):
     "Load and cache the dataset and make the task's loaders: `(dls, labelled train set, valid set, valid transform)`."
     task = make_task(cfg)
     task.check()                                            # also when build_data is called without check_config
-    splits = load_dataset(cfg.data.dataset, size=cfg.data.size, download=cfg.data.download,
-                          skip_corrupt=cfg.data.skip_corrupt, max_pixels=cfg.data.max_pixels)
+    splits = load_dataset(cfg.data.dataset, download=cfg.data.download, skip_corrupt=cfg.data.skip_corrupt,
+                          max_pixels=cfg.data.max_pixels, **task.data_kwargs())
     pre_splits = [] if task.labels else [s for s in cfg.data.pretrain_splits.split(",") if s]
     if cfg.data.split_file is not None: splits = read_split_table(cfg.data.split_file, splits)
     for s in (cfg.data.train_split, cfg.data.valid_split, *pre_splits):
         if s and s not in splits: raise ConfigError(f"dataset {cfg.data.dataset!r} has no split {s!r} (it has {sorted(splits)})")
     train = cache(splits[cfg.data.train_split], where=cfg.data.cache)
     valid = cache(splits[cfg.data.valid_split], where=cfg.data.cache) if cfg.data.valid_split else None
-    if not train.classes or (train.labels < 0).any():
+    if task.target == "mask":
+        for name, ds in ((cfg.data.train_split, train), (cfg.data.valid_split, valid)):
+            if ds is not None and not ds.has_masks:
+                raise DataError(f"split {name!r} of {cfg.data.dataset!r} has no segmentation masks: --task={cfg.task} needs a mask per image")
+    elif not train.classes or (train.labels < 0).any():
         raise DataError(f"split {cfg.data.train_split!r} of {cfg.data.dataset!r} has unlabeled images: {cfg.task} needs labels there")
     stats = channel_stats(train) if cfg.data.normalize else None
     vt = Normalize(*stats) if stats is not None else None
     kw = dict(seed=cfg.seed, num_workers=cfg.data.num_workers, device=cfg.device)
-    images = train if task.labels else cache(unlabeled(*[splits[s] for s in pre_splits], name="pretrain"), where=cfg.data.cache)
+    images = task.training_images(train) if task.labels else cache(unlabeled(*[splits[s] for s in pre_splits], name="pretrain"), where=cfg.data.cache)
     dls = make_loaders(images, valid if task.validates else None, cfg.data.batch_size, transform=task.transform(stats),
                        valid_transform=vt if task.validates else None, **kw)
     return dls, train, valid, vt
 
-def build_model(cfg: TrainConfig, n_classes: int) -> nn.Module:
-    "The model the task of `cfg` trains (a classifier, a pretext model, a simclr / supcon / byol / nnclr / dino method, ...)."
+def build_model(cfg: TrainConfig, n_classes: int, task=None) -> nn.Module:
+    "The model the task of `cfg` (or `task`, set up on the data) trains (a classifier, a pretext model, an SSL method, a U-Net, ...)."
     enc_kw = {k: True for k in ("cifar_stem", "pretrained") if getattr(cfg, k)}
     if enc_kw and cfg.encoder not in TV_FAMILIES and not cfg.encoder.startswith("timm:"):
         raise ConfigError(f"--{'/--'.join(enc_kw)} apply to torchvision (or timm) encoders, not to {cfg.encoder!r}")
-    return make_task(cfg).model(n_classes, dict(encoder=cfg.encoder, encoder_kwargs=enc_kw or None))
+    return (task or make_task(cfg)).model(n_classes, dict(encoder=cfg.encoder, encoder_kwargs=enc_kw or None))
 
 def build_schedule(cfg: TrainConfig):
     "The per-iteration learning-rate schedule as a function of (epochs, iters_per_epoch), or None for constant."
@@ -217,14 +221,15 @@ def build_learner(cfg: TrainConfig, data, cbs=(), verbose: bool = True) -> Learn
     "The Learner for `cfg` over `data` (what `build_data` returns) with callbacks `cbs`; the encoder from `--init_encoder`."
     dls, labelled, valid, vt = data
     task = make_task(cfg)
-    model = build_model(cfg, len(labelled.classes))
+    task.setup(labelled)
+    model = build_model(cfg, len(labelled.classes), task)
     if cfg.init_encoder is not None and cfg.resume is None:
         load_encoder(model.encoder, cfg.init_encoder, verbose=verbose and is_main_process())
     mults = {"encoder": cfg.encoder_lr_mult} if cfg.encoder_lr_mult != 1 else None
     learn = Learner(model, dls, loss_func=task.loss_func(), opt_func=opt_func(cfg.optimizer, weight_decay=cfg.wd, lr_mults=mults),
                     lr=cfg.lr, metrics=task.metrics(), cbs=cbs, device=cfg.device)
     learn.config = config_to_dict(cfg)
-    learn.preprocess = preprocess_record(cfg, labelled, vt)
+    learn.preprocess = preprocess_record(cfg, labelled, vt) | task.record()
     return learn
 
 def preprocess_record(cfg: TrainConfig, labelled, vt) -> dict:
@@ -290,6 +295,10 @@ def parse_train_args(argv=None, prog: str = "s01-train.py", description: str | N
         if hint:
             print(f"error: --{key} is now {hint} (a task's options live in its group; see {prog} --help)", file=sys.stderr)
             raise SystemExit(2)
+    task, has_config = _flag_task(argv), any(a == "--config" or a.startswith("--config=") for a in argv)
+    if task in task_names() and get_task(task).defaults and not has_config:   # the task's starting values (a --config file is the whole base)
+        given = {a[2:].partition("=")[0].replace("-", "_") for a in argv if a.startswith("--")}
+        argv = [f"--{k}={v}" for k, v in get_task(task).defaults.items() if k not in given] + argv
     cfg = cli(cls, argv, prog=prog, description=description)
     if cfg.resume is not None and not any(a == "--config" or a.startswith("--config=") for a in argv):
         try: run, _ = resume_paths(cfg.resume)

@@ -17,11 +17,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from .heads import Classifier
+from .segmentation import EncoderUNet, UNet
 from .viz import new_figure, save_figure
 
 # %% auto #0
-__all__ = ['encoder_of', 'get_layer', 'find_target_layer', 'ClassTarget', 'SimilarityTarget', 'EmbeddingTarget', 'CamHooks',
-           'gradcam', 'occlusion', 'segment', 'lime', 'overlay', 'save_explanation', 'map_similarity']
+__all__ = ['encoder_of', 'get_layer', 'find_target_layer', 'ClassTarget', 'SimilarityTarget', 'EmbeddingTarget',
+           'SegmentationTarget', 'CamHooks', 'gradcam', 'occlusion', 'segment', 'lime', 'overlay', 'save_explanation',
+           'map_similarity']
 
 # %% ../../nbs/17_explain.ipynb #bd9ce9e7
 def _encoder_prefix(model: nn.Module, teacher: bool = False) -> str:
@@ -39,8 +41,9 @@ def encoder_of(model: nn.Module, teacher: bool = False) -> nn.Module:
     return model.get_submodule(p) if p else model
 
 def _network(model: nn.Module) -> tuple[nn.Module, str]:
-    "The network an explanation runs and what it outputs: a Classifier (logits), an encoder or a method's (embeddings), or `model`."
+    "The network an explanation runs and what it outputs: a Classifier (logits), a U-Net (masks), an encoder or a method's (embeddings), or `model`."
     if isinstance(model, Classifier): return model, "logits"
+    if isinstance(model, (UNet, EncoderUNet)): return model, "masks"
     if hasattr(model, "forward_features"): return model, "embeddings"
     if isinstance(getattr(model, "encoder", None), nn.Module): return model.encoder, "embeddings"
     return model, "outputs"
@@ -87,6 +90,7 @@ def _no_conv_error(what: str) -> ValueError:
 
 def find_target_layer(model: nn.Module, teacher: bool = False) -> tuple[str, nn.Module]:
     "Dotted name (in `model`) and module of the last conv block of `model`'s encoder: the deepest module outputting its feature map."
+    if isinstance(model, UNet) and not teacher: return f"down.{model.depth}", model.down[model.depth]   # the bottleneck
     enc = encoder_of(model, teacher)
     if hasattr(enc, "patch_embed"): raise _no_conv_error(f"{type(enc).__name__} is a transformer (its features are tokens)")
     conv = next((m for m in enc.modules() if isinstance(m, nn.Conv2d)), None)
@@ -200,9 +204,47 @@ class EmbeddingTarget:
 
     def __repr__(self): return "EmbeddingTarget()" if self.reference is None else f"EmbeddingTarget(reference of shape {tuple(self.reference.shape)})"
 
+class SegmentationTarget:
+    "Seg-Grad-CAM's score of outputs `(B, K, H, W)`: the mean logit of class `cls` (binary: the foreground) over a region, by default where it is predicted."
+    def __init__(self, cls: int = 1, region=None, threshold: float = 0.5):
+        if isinstance(cls, bool) or not isinstance(cls, (int, np.integer)) or cls < 0: raise ValueError(f"cls: expected a class index >= 0, got {cls!r}")
+        if not 0 < threshold < 1: raise ValueError(f"threshold: expected a number in (0, 1), got {threshold!r}")
+        self.cls, self.threshold = int(cls), float(threshold)
+        self.region = None if region is None else torch.as_tensor(region).bool()
+
+    def _logit(self, outputs: torch.Tensor) -> torch.Tensor:
+        if outputs.ndim != 4: raise ValueError(f"SegmentationTarget: outputs of shape {tuple(outputs.shape)}, expected (B, K, H, W) logits")
+        if outputs.shape[1] == 1: return outputs[:, 0]
+        if self.cls >= outputs.shape[1]: raise ValueError(f"SegmentationTarget: class {self.cls} outside the {outputs.shape[1]} output channels")
+        return outputs[:, self.cls]
+
+    def predicted(self, outputs: torch.Tensor) -> torch.Tensor:
+        "The pixels `(B, H, W)` predicted as the class (every pixel of an image where none is)."
+        o = outputs.detach()
+        m = (torch.sigmoid(o[:, 0]) > self.threshold) if o.shape[1] == 1 else (o.argmax(1) == self.cls)
+        return m | ~m.flatten(1).any(1)[:, None, None]
+
+    def __call__(self, outputs: torch.Tensor) -> torch.Tensor:
+        y = self._logit(outputs)
+        m = self.predicted(outputs) if self.region is None else self.region.to(y.device)
+        if m.shape != y.shape: raise ValueError(f"SegmentationTarget: region of shape {tuple(m.shape)}, expected {tuple(y.shape)}")
+        m = m.to(y.dtype)
+        return (y * m).sum((1, 2)) / m.sum((1, 2)).clamp_min(1)          # (B,)
+
+    def resolve(self, outputs: torch.Tensor) -> SegmentationTarget:
+        "This target with its region fixed to the pixels predicted on `outputs` (the clean images)."
+        return self if self.region is not None else SegmentationTarget(self.cls, self.predicted(outputs).cpu(), self.threshold)
+
+    def take(self, rows: torch.Tensor) -> SegmentationTarget:
+        "The target of the batch rows `rows`."
+        return self if self.region is None else SegmentationTarget(self.cls, self.region[rows.cpu()], self.threshold)
+
+    def __repr__(self): return f"SegmentationTarget(cls={self.cls}, region={'predicted' if self.region is None else tuple(self.region.shape)})"
+
 def _as_target(targets, kind: str):
-    "A target callable from `targets`: None (the predicted class; an encoder's embedding), a class index, one index per image, or a callable."
-    if targets is None: return EmbeddingTarget() if kind == "embeddings" else ClassTarget(None)
+    "A target callable from `targets`: None (the predicted class; an encoder's embedding; a U-Net's predicted foreground), a class index, one index per image, or a callable."
+    if targets is None: return EmbeddingTarget() if kind == "embeddings" else SegmentationTarget() if kind == "masks" else ClassTarget(None)
+    if kind == "masks" and isinstance(targets, (int, np.integer)): return SegmentationTarget(int(targets))
     if callable(targets): return targets
     if isinstance(targets, (int, np.integer, list, tuple, np.ndarray, torch.Tensor)): return ClassTarget(targets)
     raise ValueError(f"targets: expected None, a class index, one index per image or a callable outputs -> (B,) scores, got {targets!r}")

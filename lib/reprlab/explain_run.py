@@ -20,8 +20,10 @@ from torch import nn
 from .config import ConfigError, opt
 from .core import amp_is_fast, atomic_write_text, default_device, progress_bar, seed_everything, set_threads
 from .data import DataError, ImageDataset, cache, is_image_file
+from .datasets import load_dataset
 from .eval_run import _softmax_probs, eval_split, features_and_logits, load_run
 from .heads import Classifier
+from .segmentation import EncoderUNet, UNet
 from .transforms import normalize_batch
 
 # %% auto #0
@@ -100,6 +102,11 @@ def _image_set(cfg: ExplainConfig, pre: dict, classifier: bool) -> ImageDataset:
     if cfg.images:
         ds = ImageDataset(image_files(cfg.images), classes=pre.get("classes"), channels=pre["channels"], size=pre["size"], name="images")
         return cache(ds)                                    # a file that does not decode: CorruptImageError naming it
+    if pre.get("segmentation"):                             # a segmentation split: images with masks, no image labels
+        name, split = cfg.dataset or pre["dataset"], cfg.split or pre.get("valid_split") or "val"
+        splits = load_dataset(name, size=pre.get("size"))
+        if split not in splits: raise ConfigError(f"dataset {name!r} has no split {split!r} (it has {sorted(splits)})")
+        return cache(splits[split])
     return eval_split(pre, cfg.dataset or pre["dataset"], cfg.split or pre.get("valid_split") or "val", classifier, role="explain")
 
 def predict(model, ds: ImageDataset, pre: dict, config: dict, device, batch_size: int = 256) -> tuple[torch.Tensor | None, torch.Tensor]:
@@ -142,7 +149,7 @@ def _unit(m: torch.Tensor) -> torch.Tensor:
 def explain_net(cfg: ExplainConfig, model) -> nn.Module:
     "The network a map explains: the classifier, or the (teacher's) encoder of a model without one."
     from reprlab.explain import encoder_of
-    if isinstance(model, Classifier) and not cfg.teacher: return model
+    if isinstance(model, (Classifier, UNet, EncoderUNet)) and not cfg.teacher: return model      # a U-Net: its foreground logits
     try: return encoder_of(model, teacher=cfg.teacher)
     except ValueError as e: raise DataError(f"--teacher: {e}") from None
 
@@ -167,6 +174,7 @@ def explain_batch(cfg: ExplainConfig, model, x8: torch.Tensor, pre: dict, target
     if cfg.method in ("gradcam", "gradcampp", "occlusion"):
         net = explain_net(cfg, model)
         if isinstance(net, Classifier) and targets is not None: tgt = E.ClassTarget(torch.as_tensor(targets))
+        elif isinstance(net, (UNet, EncoderUNet)): tgt = None   # SegmentationTarget: the foreground logits where it is predicted
         elif cfg.method == "occlusion":                     # how much hiding a patch moves the embedding away from the image's own
             with torch.no_grad(): tgt = E.SimilarityTarget(net.eval()(x).float())
         else: tgt = None                                    # Grad-CAM of an encoder: its EmbeddingTarget (what drives the embedding)
@@ -264,7 +272,8 @@ def explain_run(cfg: ExplainConfig) -> dict:
     classes = list(ds.classes or pre.get("classes") or [])
     pick = np.arange(len(ds)) if (cfg.mistakes or cfg.all) else np.arange(min(cfg.n, len(ds)))
     picked = ImageDataset(images=ds.images[torch.from_numpy(pick)], labels=ds.labels[pick])
-    probs, _ = predict(model, picked, pre, config, dev, cfg.batch_size)
+    seg = bool(pre.get("segmentation"))
+    probs = None if seg else predict(model, picked, pre, config, dev, cfg.batch_size)[0]
     idx = pick[select_images(cfg, picked, probs)]
     p_all = None if probs is None else torch.zeros(len(ds), probs.shape[1]).index_copy_(0, torch.from_numpy(pick), probs)
     tg = class_targets(cfg, p_all, ds.labels, classes)
@@ -279,7 +288,7 @@ def explain_run(cfg: ExplainConfig) -> dict:
         if p_all is not None:
             e.update(pred=classes[int(p_all[i].argmax())] if classes else int(p_all[i].argmax()), prob=float(p_all[i].max()),
                      target=classes[int(tg[i])] if classes else int(tg[i]))
-        else: e.update(pred=None, prob=None, target="embedding")
+        else: e.update(pred=None, prob=None, target=(classes[-1] if classes else "foreground") if seg else "embedding")
         entries[e["file"]] = done.get(e["file"], e) if (out / e["file"]).is_file() else e
     todo = [int(i) for i in idx if not (out / _file_name(int(i), ds.path(int(i)))).is_file()]
     meta = dict(run=str(r["run"]), checkpoint=str(r["path"]), checkpoint_sha256=r["sha256"], settings=settings,

@@ -94,8 +94,8 @@ def _batch_size(batch) -> int:
     return len(x)
 
 def _split(batch):
-    "Inputs and targets of a batch: `(image, label)` of a dict batch, or the first two items of a tuple."
-    if isinstance(batch, Mapping): return batch["image"], batch.get("label")
+    "Inputs and targets of a batch: `(image, mask)` of a segmentation batch, `(image, label)` of another dict batch, or the first two items of a tuple."
+    if isinstance(batch, Mapping): return batch["image"], batch["mask"] if "mask" in batch else batch.get("label")
     return batch[0], batch[1] if len(batch) > 1 else None
 
 class Learner:

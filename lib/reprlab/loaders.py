@@ -44,8 +44,15 @@ class _Batches(torch.utils.data.Dataset):
             x = torch.stack(xs)
         out = dict(image=x, label=torch.from_numpy(ds.labels[idx.numpy()]), index=idx.clone(),
                    path=[ds.path(int(i)) for i in idx])
+        if ds.has_masks:                                  # segmentation: class-index masks (B, 1, H, W) travel with the images
+            if ds.masks is not None: out["mask"] = ds.masks[idx]
+            else:
+                ms = [ds.load_mask(int(i)) for i in idx]
+                for i, xi, m in zip(idx, x, ms): ds.check_mask(int(i), xi, m)
+                out["mask"] = torch.stack(ms)
         for k, v in ds.extras.items(): out[k] = [v[int(i)] for i in idx]
-        if self.augment: _put(out, augment_batch(out["image"], self.transform, self.seed, epoch, b, *self.shard, dtype=self.dtype))
+        if self.augment: _put(out, augment_batch(out["image"], self.transform, self.seed, epoch, b, *self.shard, dtype=self.dtype,
+                                                 mask=out.get("mask")))
         return out
 
 def _put(batch: dict, res):
@@ -53,10 +60,13 @@ def _put(batch: dict, res):
     if isinstance(res, dict): batch.update(res)
     else: batch["image"] = res
 
-def augment_batch(x: torch.Tensor, transform, seed: int, epoch: int, b: int, *keys: int, dtype=torch.float32):
-    "uint8 batch -> float in [0, 1] -> `transform(x, gen)` with `gen = make_generator(seed, epoch, 1, b, *keys)`."
+def augment_batch(x: torch.Tensor, transform, seed: int, epoch: int, b: int, *keys: int, dtype=torch.float32, mask=None):
+    "uint8 batch -> float in [0, 1] -> `transform(x, gen)` with `gen = make_generator(seed, epoch, 1, b, *keys)` (`mask=` too if it `takes_mask`)."
     x = x.to(dtype).div_(255)
-    return x if transform is None else transform(x, make_generator(seed, epoch, 1, b, *keys))
+    if transform is None: return x
+    gen = make_generator(seed, epoch, 1, b, *keys)
+    if mask is not None and getattr(transform, "takes_mask", False): return transform(x, gen, mask=mask)   # moves image and mask together
+    return transform(x, gen)
 
 # %% ../../nbs/02b_loaders.ipynb #1887f72f
 class Loader:
@@ -135,7 +145,8 @@ class Loader:
         for (epoch, b, _), batch in zip(descs, self._loader(descs)):   # the DataLoader keeps the feed's order
             batch = to_device(batch, self.device, non_blocking=self.device.type == "cuda")
             if self.augment_on == "device":
-                _put(batch, augment_batch(batch["image"], self.transform, self.seed, epoch, b, *self._shard, dtype=self.dtype))
+                _put(batch, augment_batch(batch["image"], self.transform, self.seed, epoch, b, *self._shard, dtype=self.dtype,
+                                          mask=batch.get("mask")))
             yield batch
         self.epoch, self.start_batch = self.epoch + 1, 0
 

@@ -12,7 +12,7 @@ import numpy as np
 from PIL import Image
 
 # %% auto #0
-__all__ = ['make_images', 'make_image_folder', 'make_imagewang', 'make_npz', 'shared_data']
+__all__ = ['make_images', 'make_image_folder', 'make_imagewang', 'make_npz', 'make_segmentation', 'shared_data']
 
 # %% ../../nbs/90_testing.ipynb #cd749f26
 def make_images(n: int, size=(16, 16), label: int = 0, n_classes: int = 2, channels: int = 3, seed: int = 0) -> np.ndarray:
@@ -52,6 +52,33 @@ def make_npz(path, n_per_class: int = 4, classes=("cat", "dog"), size=(16, 16), 
     labels = np.repeat(np.arange(len(classes)), n_per_class)
     np.savez(path, images=np.concatenate(xs), labels=labels, classes=np.array(classes))
     return Path(path)
+
+# %% ../../nbs/90_testing.ipynb #b498dc20
+def make_segmentation(root, n_train: int = 6, n_val: int = 2, size=(48, 48), n_unlabeled: int = 0, seed: int = 0) -> Path:
+    "Write a segmentation layout (`scenes/`, `masks/` with 255 = disc, `filelists/{train,val}.csv`, `unlabeled/`) of synthetic grey images; returns `root`."
+    root, rng = Path(root), np.random.default_rng(seed)
+    h, w = (size, size) if isinstance(size, int) else size
+    for d in ("scenes", "masks", "filelists"): (root / d).mkdir(parents=True, exist_ok=True)
+    yy, xx = np.mgrid[:h, :w]
+    def one():
+        m = np.zeros((h, w), bool)
+        for _ in range(int(rng.integers(1, 4))):
+            cy, cx, r = rng.uniform(0, h), rng.uniform(0, w), rng.uniform(min(h, w) / 10, min(h, w) / 4)
+            m |= (yy - cy) ** 2 + (xx - cx) ** 2 < r * r
+        img = np.clip(60 + 120 * m + rng.normal(0, 20, (h, w)), 0, 255).astype(np.uint8)
+        return img, (m * 255).astype(np.uint8)
+    k = 0
+    for split, n in (("train", n_train), ("val", n_val)):
+        names = []
+        for _ in range(n):
+            img, m = one()
+            names.append(f"{k:03d}.png"); k += 1
+            Image.fromarray(img).save(root / "scenes" / names[-1]); Image.fromarray(m).save(root / "masks" / names[-1])
+        (root / "filelists" / f"{split}.csv").write_text("name\n" + "".join(f"{n}\n" for n in names))
+    if n_unlabeled:
+        (root / "unlabeled").mkdir(exist_ok=True)
+        for i in range(n_unlabeled): Image.fromarray(one()[0]).save(root / "unlabeled" / f"u{i:03d}.png")
+    return root
 
 # %% ../../nbs/90_testing.ipynb #0d81c027
 def shared_data(name: str = "") -> Path | None:

@@ -29,13 +29,28 @@ class Task:
     validates = False         # the loaders carry the validation split (valid_loss and metrics every epoch)
     pretraining = True        # learns an encoder to transfer (the Imagewang protocol fine-tunes it)
     legacy: dict = {}         # flat option of configs written before the plug-ins -> its key in this task's group
+    defaults: dict = {}       # shared options this task starts from (e.g. {"data.batch_size": 8}); the command line overrides them
+    target = "label"          # what the loss compares the outputs with: "label" (class per image) or "mask" (class per pixel)
 
     def __init__(self, cfg, name: str | None = None):
         self.cfg, self.name = cfg, name or cfg.task
         self.opts = getattr(cfg, self.name, None) if self.Options is not None else None
+        self.train_set = None
 
     def check(self):
         "Raise `ConfigError` for options that do not fit together (runs before any data is loaded or written)."
+    def data_kwargs(self) -> dict:
+        "Keyword arguments of `load_dataset` for this task (default: images at `--data.size`)."
+        return dict(size=self.cfg.data.size)
+    def training_images(self, ds):
+        "The dataset one training epoch goes through, made from the labelled train split `ds` (default: `ds` itself)."
+        return ds
+    def setup(self, train_set):
+        "See the (cached) labelled training set before `model()` and `loss_func()` are asked for (channels, class balance)."
+        self.train_set = train_set
+    def record(self) -> dict:
+        "What evaluation and deployment must know of this task, stored in the checkpoint's preprocessing record."
+        return {}
     def transform(self, stats):
         "The training transform; `stats` is the normalisation `(mean, std)` of the training images, or None."
         raise NotImplementedError(f"task {self.name!r} does not say how to transform its training images")
