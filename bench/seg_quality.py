@@ -12,6 +12,7 @@ The run is an ordinary run dir (`runs/bench-seg-quality-<kind>`): its history, c
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from pathlib import Path
@@ -33,6 +34,7 @@ def main(argv=None):
     ap.add_argument("--batch-size", type=int, default=8); ap.add_argument("--lr", type=float, default=0.002)
     ap.add_argument("--seed", type=int, default=0); ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--runs-dir", default="runs"); ap.add_argument("--quick", action="store_true", help="a 40 s smoke run")
+    ap.add_argument("--evaluate-only", action="store_true", help="evaluate the run this command trained before (its summary.json) again")
     a = ap.parse_args(argv)
     budget = 40.0 if a.quick else a.budget
     set_threads(a.threads)
@@ -41,16 +43,21 @@ def main(argv=None):
             f"--segmentation.tile={a.tile}", f"--segmentation.tiles_per_image={2 if a.quick else a.tiles_per_image}",
             f"--data.batch_size={a.batch_size}", f"--lr={a.lr}", f"--seed={a.seed}", f"--threads={a.threads}",
             f"--runs_dir={a.runs_dir}", f"--name={name}", "--overwrite", "--quiet"]
-    cfg = parse_train_args(args)
-    t0 = time.perf_counter()
-    epochs, per = epochs_for_budget(cfg, budget)
-    calib = time.perf_counter() - t0
-    print(f"{per:.1f} s per epoch -> {epochs} epochs in {budget:.0f} s (calibration {calib:.0f} s)", flush=True)
-    cfg = parse_train_args(args + [f"--epochs={epochs}"])
-    t0 = time.perf_counter()
-    summary = train(cfg)
-    train_s = time.perf_counter() - t0
-    rep = evaluate_run(EvalConfig(run=Path(summary["run_dir"]), checkpoint="last", quiet=True, threads=a.threads))
+    run = Path(a.runs_dir) / name
+    if a.evaluate_only:
+        summary = json.loads((run / "summary.json").read_text())
+        epochs, train_s = summary["epochs_run"], summary["train_time_s"]
+        per = train_s / epochs
+    else:
+        cfg = parse_train_args(args)
+        t0 = time.perf_counter()
+        epochs, per = epochs_for_budget(cfg, budget)
+        print(f"{per:.1f} s per epoch -> {epochs} epochs in {budget:.0f} s (calibration {time.perf_counter() - t0:.0f} s)", flush=True)
+        t0 = time.perf_counter()
+        train(parse_train_args(args + [f"--epochs={epochs}"]))
+        train_s = time.perf_counter() - t0
+    summary = dict(run_dir=str(run))
+    rep = evaluate_run(EvalConfig(run=run, checkpoint="last", quiet=True, threads=a.threads))
     m = rep["segmentation"]["metrics"]
     print(f"whole validation slices: Dice {m['dice']:.4f}, IoU {m['iou']:.4f}, pixel error {m['pixel_error']:.4f} "
           f"(precision {m['precision']:.4f}, recall {m['recall']:.4f}); training {train_s:.0f} s")

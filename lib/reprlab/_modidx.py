@@ -520,6 +520,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                   'reprlab.eval_run.find_report': ('eval_run.html#find_report', 'reprlab/eval_run.py'),
                                   'reprlab.eval_run.load_run': ('eval_run.html#load_run', 'reprlab/eval_run.py'),
                                   'reprlab.eval_run.main_figures': ('eval_run.html#main_figures', 'reprlab/eval_run.py'),
+                                  'reprlab.eval_run.publish_report': ('eval_run.html#publish_report', 'reprlab/eval_run.py'),
                                   'reprlab.eval_run.recompute_preprocess': ('eval_run.html#recompute_preprocess', 'reprlab/eval_run.py'),
                                   'reprlab.eval_run.report_markdown': ('eval_run.html#report_markdown', 'reprlab/eval_run.py')},
             'reprlab.eval_sections': { 'reprlab.eval_sections.PadOptions': ('eval_sections.html#padoptions', 'reprlab/eval_sections.py'),

@@ -36,8 +36,8 @@ from .viz import save_confusion_matrix, save_prediction_grid, save_roc_curves, s
 
 # %% auto #0
 __all__ = ['EvalData', 'EvalConfig', 'find_checkpoint', 'recompute_preprocess', 'load_run', 'file_sha256', 'eval_split',
-           'data_fingerprint', 'features_and_logits', 'cached_features', 'evaluate_run', 'main_figures',
-           'report_markdown', 'find_report', 'compare_runs']
+           'data_fingerprint', 'features_and_logits', 'cached_features', 'publish_report', 'evaluate_run',
+           'main_figures', 'report_markdown', 'find_report', 'compare_runs']
 
 # %% ../../nbs/23_eval_run.ipynb #a0578518
 @dataclass
@@ -240,6 +240,14 @@ def _threshold_probs(cfg, pre, dataset, split, classifier, who, model, r, cache_
     return p.numpy(), y.numpy(), name
 
 # %% ../../nbs/23_eval_run.ipynb #21b0ef5b
+def publish_report(report: dict, tmp: Path, out: Path, to_markdown, t0: float) -> None:
+    "Finish a report staged in `tmp` (its seconds since `t0`, report.json, report.md by `to_markdown`), then let `tmp` replace `out`."
+    report["seconds"] = round(time.perf_counter() - t0, 2)
+    atomic_write_text(tmp / "report.json", json.dumps(report, indent=1, allow_nan=False) + "\n")
+    atomic_write_text(tmp / "report.md", to_markdown(report))
+    if out.exists(): shutil.rmtree(out)
+    tmp.replace(out)
+
 def evaluate_run(cfg: EvalConfig) -> dict:
     "Evaluate `cfg.run` (see `EvalConfig`); writes `<run>/eval/<dataset>-<split>/` and returns the report with `out_dir`."
     t0 = time.perf_counter()
@@ -323,11 +331,8 @@ def evaluate_run(cfg: EvalConfig) -> dict:
             save_tsne(feats, labels, classes, tmp / "tsne.png", perplexity=cfg.perplexity,
                       learning_rate=cfg.tsne_lr or "auto", seed=cfg.seed, max_points=cfg.tsne_points)
             figures["tsne"] = "tsne.png"
-        report["figures"], report["seconds"] = figures, round(time.perf_counter() - t0, 2)
-        atomic_write_text(tmp / "report.json", json.dumps(report, indent=1, allow_nan=False) + "\n")
-        atomic_write_text(tmp / "report.md", report_markdown(report))
-        if out.exists(): shutil.rmtree(out)
-        tmp.replace(out)
+        report["figures"] = figures
+        publish_report(report, tmp, out, report_markdown, t0)
     finally: shutil.rmtree(tmp, ignore_errors=True)
     report["out_dir"] = str(out)
     return report

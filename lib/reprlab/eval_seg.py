@@ -7,7 +7,6 @@ predicted masks as PNG files."""
 # %% ../../nbs/23b_eval_seg.ipynb #ac90c54b
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import time
@@ -19,9 +18,10 @@ from PIL import Image
 
 import reprlab
 from .config import ConfigError
-from .core import atomic_write_text, default_device, progress_bar
+from .core import default_device, progress_bar
 from .data import DataError, cache
 from .datasets import load_dataset
+from .eval_run import publish_report
 from .seg_losses import SegMeter, seg_metrics, seg_predict
 from .tiling import predict_tiled
 from .viz import _to_hwc, new_figure, save_figure
@@ -146,11 +146,8 @@ def evaluate_segmentation(cfg, r: dict, t0: float | None = None) -> dict:
             save_seg_grid([ds.images[i] for i in idx], [ds.masks[i] for i in idx], [preds[i] for i in idx], tmp / "segmentation.png",
                           titles=[f"{Path(ds.path(i)).name}  Dice {per_image[i]['dice']:.3f}" for i in idx], n_classes=max(2, k))
             figures["segmentation"] = "segmentation.png"
-        report["figures"], report["seconds"] = figures, round(time.perf_counter() - t0, 2)
-        atomic_write_text(tmp / "report.json", json.dumps(report, indent=1, allow_nan=False) + "\n")
-        atomic_write_text(tmp / "report.md", seg_markdown(report))
-        if out.exists(): shutil.rmtree(out)
-        tmp.replace(out)
+        report["figures"] = figures
+        publish_report(report, tmp, out, seg_markdown, t0)
     finally: shutil.rmtree(tmp, ignore_errors=True)
     report["out_dir"] = str(out)
     return report

@@ -18,7 +18,7 @@ from .encoders import ViT, conv_block, create_encoder
 from .optim import param_groups
 
 # %% auto #0
-__all__ = ['n_parameters', 'double_conv', 'UNet', 'stage_features', 'EncoderUNet', 'unet', 'encoder_unet',
+__all__ = ['UPSAMPLE_MODES', 'n_parameters', 'double_conv', 'UNet', 'stage_features', 'EncoderUNet', 'unet', 'encoder_unet',
            'register_segmentation_models']
 
 # %% ../../nbs/19_segmentation.ipynb #0758fdd4
@@ -46,21 +46,27 @@ def _fit(x: torch.Tensor, size) -> torch.Tensor:
     return F.pad(x, (0, max(dw, 0), 0, max(dh, 0)), mode="replicate") if dh > 0 or dw > 0 else x
 
 
+UPSAMPLE_MODES = ("nearest", "bilinear", "transposed")
+
+
 class _Up(nn.Module):
-    "Up-sample to the skip's size (bilinear [+ 1x1 conv to `c_up`], or a stride-`scale` transposed conv to `c_up`, cropped), concatenate the skip, `double_conv`."
-    def __init__(self, c_in: int, c_up: int, c_skip: int, c_out: int, scale: int = 2, bilinear: bool = True, norm: bool = True):
+    "Up-sample to the skip's size (`mode` 'bilinear' / 'nearest' [+ 1x1 conv to `c_up`], or 'transposed': a stride-`scale` transposed conv to `c_up`, cropped), concatenate the skip, `double_conv`."
+    def __init__(self, c_in: int, c_up: int, c_skip: int, c_out: int, scale: int = 2, mode: str = "bilinear", norm: bool = True):
         super().__init__()
-        self.bilinear = bilinear
-        if bilinear: self.up = nn.Conv2d(c_in, c_up, 1) if c_up != c_in else nn.Identity()
-        else: self.up = nn.ConvTranspose2d(c_in, c_up, scale, scale)
+        if mode not in UPSAMPLE_MODES: raise ValueError(f"mode must be one of {UPSAMPLE_MODES}, got {mode!r}")
+        self.mode = mode
+        if mode == "transposed": self.up = nn.ConvTranspose2d(c_in, c_up, scale, scale)
+        else: self.up = nn.Conv2d(c_in, c_up, 1) if c_up != c_in else nn.Identity()
         self.conv = double_conv(c_up + c_skip, c_out, norm)
 
     def forward(self, x: torch.Tensor, skip: torch.Tensor | None = None, size=None) -> torch.Tensor:
         size = tuple(skip.shape[-2:]) if skip is not None else tuple(size)
-        if self.bilinear:
-            if tuple(x.shape[-2:]) != size: x = F.interpolate(x, size=size, mode="bilinear", align_corners=False)
+        if self.mode == "transposed": x = _fit(self.up(x), size)
+        else:                                           # nearest (a copy per pixel): about half bilinear's cost on the CPU
+            if tuple(x.shape[-2:]) != size:
+                x = (F.interpolate(x, size=size, mode="nearest") if self.mode == "nearest" else
+                     F.interpolate(x, size=size, mode="bilinear", align_corners=False))
             x = self.up(x)
-        else: x = _fit(self.up(x), size)
         return self.conv(x if skip is None else torch.cat([x, skip], 1))
 
 # %% ../../nbs/19_segmentation.ipynb #4fb736c2
@@ -95,7 +101,7 @@ class UNet(nn.Module):
         c = [width * 2 ** i for i in range(depth + 1)]
         self.down = nn.ModuleList([double_conv(in_chans, c[0], norm)] + [double_conv(c[i - 1], c[i], norm) for i in range(1, depth + 1)])
         self.pool = nn.MaxPool2d(2)
-        self.up = nn.ModuleList(_Up(c[i], c[i - 1], c[i - 1], c[i - 1], 2, bilinear, norm) for i in range(depth, 0, -1))
+        self.up = nn.ModuleList(_Up(c[i], c[i - 1], c[i - 1], c[i - 1], 2, "bilinear" if bilinear else "transposed", norm) for i in range(depth, 0, -1))
         self.head = nn.Conv2d(c[0], n_classes, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -161,13 +167,22 @@ def stage_features(encoder: nn.Module, x: torch.Tensor, stages: list[int] | None
     return out
 
 # %% ../../nbs/19_segmentation.ipynb #96a02128
+def _upsample_mode(bilinear, upsample) -> str:
+    "The decoder's up-sampling: `upsample` ('nearest' when neither is given), or the older `bilinear` True / False."
+    if bilinear is not None and not isinstance(bilinear, bool): raise ValueError(f"bilinear must be True, False or None, got {bilinear!r}")
+    if upsample is not None and upsample not in UPSAMPLE_MODES: raise ValueError(f"upsample must be one of {UPSAMPLE_MODES}, got {upsample!r}")
+    old = None if bilinear is None else "bilinear" if bilinear else "transposed"
+    if old and upsample and old != upsample: raise ValueError(f"bilinear={bilinear} and upsample={upsample!r} disagree: give upsample only")
+    return upsample or old or "nearest"
+
+
 class EncoderUNet(nn.Module):
-    "A U-Net decoder over the `stage_features` of a conv encoder (by name, with `encoder_kw`, or a module); any input size -> logits (B, n_classes, H, W)."
+    "A U-Net decoder over the `stage_features` of a conv encoder (by name, with `encoder_kw`, or a module), `upsample` nearest / bilinear / transposed; any input size -> logits (B, n_classes, H, W)."
     def __init__(self, encoder: str | nn.Module = "conv", n_classes: int = 1, in_chans: int = 3,
-                 decoder_width=(256, 128, 64, 32, 16), bilinear: bool = True, **encoder_kw):
+                 decoder_width=(256, 128, 64, 32, 16), bilinear: bool | None = None, upsample: str | None = None, **encoder_kw):
         super().__init__()
         n_classes, in_chans = _check_int("n_classes", n_classes, 1), _check_int("in_chans", in_chans, 1)
-        if not isinstance(bilinear, bool): raise ValueError(f"bilinear must be True or False, got {bilinear!r}")
+        self.upsample = _upsample_mode(bilinear, upsample)
         if isinstance(encoder, str): encoder = create_encoder(encoder, in_chans=in_chans, **encoder_kw)
         elif not isinstance(encoder, nn.Module):
             raise ValueError(f"encoder must be a registered encoder name or an nn.Module, got {type(encoder).__name__}")
@@ -187,7 +202,7 @@ class EncoderUNet(nn.Module):
             fine = n - 2 - k
             c_skip = ch[fine] if fine >= 0 else 0
             scale = red[fine + 1] // red[fine] if fine >= 0 else red[0]
-            blocks.append(_Up(c_in, c_in, c_skip, widths[k], max(1, scale), bilinear))
+            blocks.append(_Up(c_in, c_in, c_skip, widths[k], max(1, scale), self.upsample))
             c_in = widths[k]
         self.decoder = nn.ModuleList(blocks)
         self.head = nn.Conv2d(c_in, n_classes, 1)
