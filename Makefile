@@ -12,7 +12,7 @@ $(BIN)/python:
 	$(PY) -m venv $(VENV)
 
 $(STAMP): $(BIN)/python setup.py settings.ini pyproject.toml requirements.lock
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -c requirements.lock -e ".[dev,onnx]"
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -c requirements.lock -e ".[dev,onnx,saliency]"
 	@touch $@
 
 setup: $(STAMP)    ## create .venv and install reprlab (editable) with the dev extra
@@ -37,7 +37,7 @@ export: $(STAMP)   ## notebooks -> lib/, then strip notebook outputs and metadat
 	$(BIN)/nbdev-clean
 
 bench: $(STAMP)    ## every benchmark (installs the bench extra: fastai, lightning, lightly, smp, ...); each writes bench/results/NAME.json
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -c requirements.lock -e ".[dev,onnx,bench]"
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -c requirements.lock -e ".[dev,onnx,saliency,bench]"
 	$(BIN)/python bench/data_throughput.py
 	$(BIN)/python bench/trainer_overhead.py
 	$(BIN)/python bench/encoder_throughput.py
@@ -50,7 +50,7 @@ bench: $(STAMP)    ## every benchmark (installs the bench extra: fastai, lightni
 	$(BIN)/python bench/seg_quality.py
 
 lock: $(BIN)/python   ## refresh requirements.lock from a fresh resolution
-	$(BIN)/python -m pip install --quiet -e ".[dev,onnx,bench]"
+	$(BIN)/python -m pip install --quiet -e ".[dev,onnx,saliency,bench]"
 	$(BIN)/python -m pip freeze --exclude-editable | grep -v '^reprlab' > requirements.lock
 
 clean:

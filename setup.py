@@ -26,7 +26,7 @@ setuptools.setup(
     packages=setuptools.find_packages(where="lib"),
     include_package_data=True,
     # the embedded demo dataset, so `pip install .` (not only an editable install) can load it offline
-    data_files=[("share/reprlab", ["data/cifar10-wang-mini.tar.gz", "data/isbi2012-em.tar.gz", "data/datasets.json"])],
+    data_files=[("share/reprlab", ["data/cifar10-wang-mini.tar.gz", "data/isbi2012-em.tar.gz", "data/scene-saliency.tar.gz", "data/datasets.json"])],
     install_requires=reqs("requirements"),
     extras_require={k.removesuffix("_requirements"): reqs(k) for k in cfg if k.endswith("_requirements") and k != "requirements"},
     # `reprlab-train` etc. run the same code as bin/ (reprlab.cli), so a pip install has the scripts too

@@ -2,13 +2,13 @@
 
 Models: `reprlab.segmentation.EncoderUNet('resnet18', n_classes=1, in_chans=1)` and `smp.Unet('resnet18',
 encoder_weights=None, in_channels=1, classes=1)`: both torchvision's resnet18 (random init, a new 1-channel stem conv),
-decoder widths (256, 128, 64, 32, 16), two 3x3 conv-BN-ReLU per decoder step. They differ in the head (reprlab 1x1 conv,
-smp 3x3: 128 parameters) and in the weight init of the decoder (PyTorch's defaults against smp's kaiming / xavier).
-smp reaches a clearly lower training loss (0.60 against 0.87 after 4 epochs, 0.48 against 0.68 after 10). One-off
-checks, not part of this script (3 seeds each): reprlab with a 3x3 head instead of its 1x1 reaches smp's loss (0.56-0.60
-after 4 epochs, 0.46-0.48 after 10); smp's decoder init instead of PyTorch's does not (0.74-0.84 after 4). The Dice
-follows less clearly: after 4 epochs the 3x3 head gave 0.55-0.67 (1x1: 0.69-0.72), after 10 a mean of 0.767 (1x1: 0.743,
-smp: 0.779).
+decoder widths (256, 128, 64, 32, 16), two 3x3 conv-BN-ReLU per decoder step, nearest up-sampling, a 3x3 conv head.
+They differ in the weight init of the decoder (PyTorch's defaults against smp's kaiming / xavier) and of the new
+1-channel stem conv (PyTorch's default against smp's sum of torchvision's three RGB kernels); both are followed by
+BatchNorm. Until reprlab's `EncoderUNet` took smp's 3x3 head (`head_kernel=3`, now its default), its 1x1 head trained to
+a clearly higher loss than smp's (0.87 against 0.60 after 4 epochs, 0.68 against 0.48 after 10) and a lower Dice (-2.4
+points after 4 epochs, -3.6 after 10, 3 seeds; notes/benchmarks.md keeps those rows). smp's decoder init instead of
+PyTorch's did not close that gap (loss 0.74-0.84 after 4 epochs; a one-off check, not part of this script).
 
 Data: ISBI 2012 EM membranes (`isbi2012-em.tar.gz`: data/ in the repo, else ../shared/data), extracted into a
 temporary folder: slices 00-19 train, 20-24 validation (filelists/), 512 x 512 grey, masks 255 = membrane (the

@@ -132,6 +132,17 @@ def test_a_tile_larger_than_the_images_is_a_clear_error(reg, tmp_path):
         SegmentationTask(parse_train_args([a for a in TINY if "overlap=" not in a] + ["--segmentation.overlap=32"])).check()
 
 
+def test_upsample_option_reaches_the_model_and_nearest_is_for_encoder_unet_only(reg, tmp_path):
+    base = [a for a in TINY if "depth=" not in a and "width=" not in a] + [f"--runs_dir={tmp_path}"]
+    cfg = parse_train_args(base + ["--segmentation.arch=encoder_unet", "--encoder=conv", "--segmentation.upsample=nearest"])
+    data = build_data(cfg)
+    m = build_learner(cfg, data, verbose=False).model
+    assert m.upsample == "nearest" and m.head.kernel_size == (3, 3) and m.in_chans == 1
+    cfg = parse_train_args(base + ["--segmentation.upsample=nearest"])
+    with pytest.raises(ValueError, match="upsample=nearest needs --segmentation.arch=encoder_unet"):
+        build_learner(cfg, build_data(cfg), verbose=False)
+
+
 def test_a_classification_dataset_for_segmentation_says_it_has_no_masks(tmp_path, monkeypatch):
     from reprlab.testing import make_imagewang
     make_imagewang(tmp_path / "w", size=(32, 32))

@@ -173,7 +173,7 @@ def register_model(fn=None, *, name: str | None = None):
         return f
     return deco(fn) if fn is not None else deco
 
-MODEL_MODULES = ["reprlab.heads", "reprlab.methods", "reprlab.segmentation"]   # modules whose import registers the library's models
+MODEL_MODULES = ["reprlab.heads", "reprlab.methods", "reprlab.segmentation", "reprlab.saliency"]   # modules whose import registers the library's models
 
 def create_model(name: str, **kwargs) -> nn.Module:
     "Build registered model `name` with `kwargs`; the recipe is kept as `model.spec` for checkpoints."

@@ -96,7 +96,9 @@ def _tour(cfg: DataTourConfig):
     cfg.out.mkdir(parents=True, exist_ok=True)
     save_config(cfg, cfg.out / "config.json")
     t = time.perf_counter()
-    seg = load_registry().get(cfg.dataset, {}).get("layout") == "segmentation"
+    layout = load_registry().get(cfg.dataset, {}).get("layout")
+    if layout == "saliency": return _saliency_tour(cfg)
+    seg = layout == "segmentation"
     if cfg.size and cfg.size < 4: raise ConfigError(f"--size must be 0 or >= 4, got {cfg.size}")
     size = cfg.size or (None if seg else 32)
     splits = load_dataset(cfg.dataset, size=size, download=cfg.download)
@@ -129,6 +131,36 @@ def _tour(cfg: DataTourConfig):
                             titles=["original"] + [f"view {j + 1}" for j in range(cfg.n_views)])
     print(f"\nfigures: {grid} (images per class), {vgrid} ({cfg.augment} views); stats: {cfg.out / 'stats.json'}")
     print(f"results are in {cfg.out.resolve()}")
+
+def _saliency_tour(cfg: DataTourConfig):
+    "The tour of a saliency dataset: images, fixations per image, and image | fixations | density map | overlay rows."
+    from reprlab.saliency_data import default_sigma, load_saliency
+    from reprlab.viz import new_figure, save_figure
+    size = (cfg.size, cfg.size) if cfg.size else (96, 128)
+    t = time.perf_counter()
+    s = load_saliency(cfg.dataset, size=size, progress=False)
+    counts = np.array([len(p) for p in s.points])
+    print(f"\nloaded {cfg.dataset} in {time.perf_counter() - t:.1f}s: {len(s.names)} images at {size[0]}x{size[1]}, fixations per image "
+          f"mean {counts.mean():.1f}, min {counts.min()}, max {counts.max()}; density blur sigma {default_sigma(size):.2f} px")
+    stats = dict(images=len(s.names), size=list(size), fixations_mean=float(counts.mean()), fixations_min=int(counts.min()))
+    atomic_write_text(cfg.out / "stats.json", json.dumps(stats, indent=1) + "\n")
+    n = min(cfg.n_images, len(s.names))
+    dens = s.density_maps()[:n]
+    fig = new_figure((4 * 1.9, n * 1.5 + 0.3))
+    axs = fig.subplots(n, 4, squeeze=False)
+    for r in range(n):
+        img, d, pts = s.images[r].permute(1, 2, 0).numpy(), dens[r].numpy(), s.points[r]
+        for c, ax in enumerate(axs[r]):
+            ax.imshow(img if c in (0, 1, 3) else d / max(d.max(), 1e-12), cmap=None if c != 2 else "inferno")
+            if c == 1 and len(pts): ax.scatter(pts[:, 1], pts[:, 0], s=3, c="yellow")
+            if c == 3: ax.imshow(d / max(d.max(), 1e-12), cmap="jet", alpha=0.45)
+            ax.set_xticks([]); ax.set_yticks([])
+            if r == 0: ax.set_title(["image", "fixations", "density", "overlay"][c], fontsize=8)
+        axs[r, 0].set_ylabel(s.names[r], fontsize=7)
+    grid = save_figure(fig, cfg.out / "images.png")
+    print(f"\nfigures: {grid} (images, fixations, density maps); stats: {cfg.out / 'stats.json'}")
+    print(f"results are in {cfg.out.resolve()}")
+
 
 def _seg_tour(cfg: DataTourConfig, splits: dict):
     "The tour's figures for a segmentation dataset: foreground per split, images with their masks, jointly augmented tiles."

@@ -40,8 +40,9 @@ class UnknownDatasetError(KeyError):
     def __str__(self): return str(self.args[0]) if self.args else ""
 
 KINDS = ("archive", "url", "torchvision", "root")
-LAYOUTS = {"archive": ("imagewang", "imagefolder", "segmentation"), "url": ("imagewang", "imagefolder", "segmentation"),
-           "root": ("imagewang", "imagefolder", "csv", "npz", "segmentation")}
+LAYOUTS = {"archive": ("imagewang", "imagefolder", "segmentation", "saliency"),
+           "url": ("imagewang", "imagefolder", "segmentation", "saliency"),
+           "root": ("imagewang", "imagefolder", "csv", "npz", "segmentation", "saliency")}
 
 def data_dir() -> Path:
     "The folder of the built-in registry: `$REPRLAB_DATA`, a clone's `data/`, or `sys.prefix/share/reprlab` after `pip install .`."
@@ -299,6 +300,9 @@ def _read_layout(e: dict, root: Path, **kw) -> dict:
         opts = {k: e[k] for k in ("classes", "mask_values", "images", "masks", "filelists", "name_col") if k in e}
         if "channels" in e and kw.get("channels") is None: kw["channels"] = e["channels"]
         return load_segmentation(root, **opts, **kw)
+    if lay == "saliency":     # images/ + fixations.csv: the images here, split; the fixations through saliency_data.load_saliency
+        from reprlab.saliency_data import load_saliency_images
+        return load_saliency_images(root, **kw)
     if lay == "imagefolder":
         splits = splits or {"train": "train", "val": "val"}
         dirs = {s: root / sub for s, sub in splits.items()}

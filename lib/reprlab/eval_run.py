@@ -256,6 +256,9 @@ def evaluate_run(cfg: EvalConfig) -> dict:
     if cfg.run is None and cfg.checkpoint in ("best", "last"): raise ConfigError("--run is required (the run dir to evaluate), or --checkpoint=<file>")
     r = load_run(cfg.run, cfg.checkpoint)
     model, pre, config = r["model"], r["preprocess"], r["config"]
+    if pre.get("saliency"):                                # a multi-task saliency model: metrics per task
+        from .eval_saliency import evaluate_saliency
+        return evaluate_saliency(cfg, r, t0)
     if pre.get("segmentation"):                            # a U-Net: whole-image segmentation metrics, not features
         from .eval_seg import evaluate_segmentation
         return evaluate_segmentation(cfg, r, t0)

@@ -120,6 +120,7 @@ class TrainBase:
     ft_freeze_epochs: int = opt(2, "protocol: head-only epochs at the start of fine-tuning", ge=0)
     overfit_batches: int = opt(0, "debug: train on this many fixed batches, augmentation off (0: off)", ge=0)
     dry_run: bool = opt(False, "check the options, the data and the model, then stop: nothing is trained or written")
+    skip: str = opt("", "tasks that run in stages (saliency_hnet): comma-separated stages to leave out")
     device: str | None = opt(None, "cpu, cuda, cuda:1, mps (default: best available)")
     threads: int | None = opt(None, "torch threads in this process (default: torch's choice)", ge=1)
     comet: bool = opt(False, "log to Comet (offline archive in the run dir unless COMET_API_KEY is set)")
@@ -259,7 +260,10 @@ def check_config(cfg: TrainConfig) -> TrainConfig:
     if not cfg.data.dataset: raise ConfigError("--data.dataset must name a registered dataset (e.g. cifar10-wang-mini)")
     if cfg.data.split_file is not None and not Path(cfg.data.split_file).is_file():
         raise ConfigError(f"--data.split_file={str(cfg.data.split_file)!r} does not exist (a split table CSV with its JSON sidecar)")
-    make_task(cfg).check()                                  # what the task's own options cannot say alone
+    task = make_task(cfg)
+    if cfg.skip and not getattr(task, "pipeline", False):
+        raise ConfigError(f"--skip={cfg.skip!r}: --task={cfg.task} runs in one stage; --skip applies to tasks that run in stages")
+    task.check()                                            # what the task's own options cannot say alone
     return cfg
 
 def _task_groups(cls) -> list[str]:
@@ -330,8 +334,12 @@ def _start_run(cfg: TrainConfig) -> tuple[Path, Path | None]:
         cfg.name = cfg.name or default_run_name(cfg)
         return Path(cfg.runs_dir) / cfg.name, None
     run, ckpt = resume_paths(cfg.resume)
-    check_resume(cfg, run)
+    pipeline = getattr(make_task(cfg), "pipeline", False)
+    if not pipeline: check_resume(cfg, run)
+    elif not (run / "config.json").is_file():              # stages fingerprint their settings: changed options rerun what they concern
+        raise ConfigError(f"--resume: {run} has no config.json, so it is not a run dir written by reprlab")
     cfg.runs_dir, cfg.name = run.parent, run.name          # the run's own folder, wherever it was moved
+    if pipeline: return run, None                          # its stages find their own checkpoints
     if not ckpt.is_file():                                 # stopped before its first checkpoint: nothing to keep
         if ckpt.name != "last.pt": raise ConfigError(f"--resume={str(cfg.resume)!r}: checkpoint {ckpt} does not exist")
         if is_main_process(): print(f"{run} has no checkpoint yet: starting it from the beginning with its saved options", flush=True)
@@ -350,6 +358,16 @@ def train(cfg: TrainConfig, argv=None) -> dict:
         owner.check()                                      # refuse an existing run before the data is loaded
         if is_main_process():
             print(f"reprlab {reprlab.__version__}, git {git_sha() or '-'}, run dir {run}\n{format_run_config(cfg)}", flush=True)
+        task = make_task(cfg)
+        if getattr(task, "pipeline", False):              # a task run in stages, each its own resumable run inside `run`
+            if cfg.dry_run: return dict(run_dir=str(run), dry_run=True, final={})
+            with owner, sigterm_as_interrupt():
+                try: return task.run_pipeline(run, argv, log=print if is_main_process() else (lambda *a, **k: None))
+                except KeyboardInterrupt:
+                    if is_main_process():
+                        print(f"\ninterrupted: the finished stages and the current stage's checkpoint are in {run}\n"
+                              f"resume with: {script_command(argv)} --resume={run}", file=sys.stderr, flush=True)
+                    raise
         data = build_data(cfg)
         learn = build_learner(cfg, data, build_callbacks(cfg, run, data[1:]))
         check_monitor(cfg, learn)

@@ -266,6 +266,9 @@ def explain_run(cfg: ExplainConfig) -> dict:
     if cfg.method == "landscape": return landscape_run(cfg)
     r = load_run(cfg.run, cfg.checkpoint)
     model, pre, config = r["model"], r["preprocess"], r["config"]
+    if pre.get("saliency"):                                # a multi-task saliency model: its maps per task
+        from .eval_saliency import explain_saliency
+        return explain_saliency(cfg, r)
     dev = default_device(cfg.device); model.to(dev)
     check_method(cfg, model)
     ds = _image_set(cfg, pre, isinstance(model, Classifier))

@@ -176,13 +176,26 @@ def _upsample_mode(bilinear, upsample) -> str:
     return upsample or old or "nearest"
 
 
+def _init_decoder(decoder: nn.Module, head: nn.Module) -> None:
+    "He (kaiming-uniform, fan-in, ReLU) init of the decoder's convs, BatchNorm at 1 / 0, Glorot-uniform head, zero biases."
+    for m in decoder.modules():
+        if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d)):
+            nn.init.kaiming_uniform_(m.weight, mode="fan_in", nonlinearity="relu")
+            if m.bias is not None: nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.BatchNorm2d): nn.init.ones_(m.weight); nn.init.zeros_(m.bias)
+    nn.init.xavier_uniform_(head.weight)
+    if head.bias is not None: nn.init.zeros_(head.bias)
+
+
 class EncoderUNet(nn.Module):
-    "A U-Net decoder over the `stage_features` of a conv encoder (by name, with `encoder_kw`, or a module), `upsample` nearest / bilinear / transposed; any input size -> logits (B, n_classes, H, W)."
+    "A U-Net decoder over the `stage_features` of a conv encoder (by name, with `encoder_kw`, or a module), `upsample` nearest / bilinear / transposed, a `head_kernel` conv head; any input size -> logits (B, n_classes, H, W)."
     def __init__(self, encoder: str | nn.Module = "conv", n_classes: int = 1, in_chans: int = 3,
-                 decoder_width=(256, 128, 64, 32, 16), bilinear: bool | None = None, upsample: str | None = None, **encoder_kw):
+                 decoder_width=(256, 128, 64, 32, 16), bilinear: bool | None = None, upsample: str | None = None,
+                 head_kernel: int = 3, **encoder_kw):
         super().__init__()
         n_classes, in_chans = _check_int("n_classes", n_classes, 1), _check_int("in_chans", in_chans, 1)
-        self.upsample = _upsample_mode(bilinear, upsample)
+        self.upsample, self.head_kernel = _upsample_mode(bilinear, upsample), _check_int("head_kernel", head_kernel, 1)
+        if head_kernel % 2 == 0: raise ValueError(f"head_kernel must be odd (a centred, size-keeping conv), got {head_kernel}")
         if isinstance(encoder, str): encoder = create_encoder(encoder, in_chans=in_chans, **encoder_kw)
         elif not isinstance(encoder, nn.Module):
             raise ValueError(f"encoder must be a registered encoder name or an nn.Module, got {type(encoder).__name__}")
@@ -205,7 +218,8 @@ class EncoderUNet(nn.Module):
             blocks.append(_Up(c_in, c_in, c_skip, widths[k], max(1, scale), self.upsample))
             c_in = widths[k]
         self.decoder = nn.ModuleList(blocks)
-        self.head = nn.Conv2d(c_in, n_classes, 1)
+        self.head = nn.Conv2d(c_in, n_classes, head_kernel, padding=head_kernel // 2)   # 3x3 as smp: see below
+        _init_decoder(self.decoder, self.head)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         _check_input(x, self.in_chans)

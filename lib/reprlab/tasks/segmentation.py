@@ -30,7 +30,7 @@ class SegmentationOptions:
     arch: Literal["unet", "encoder_unet"] = opt("unet", "unet: the classic U-Net (depth, width); encoder_unet: a U-Net decoder over --encoder's stages")
     depth: int = opt(4, "unet: down-sampling steps", ge=1)
     width: int = opt(32, "unet: channels of the first stage (doubled at each step)", ge=1)
-    upsample: Literal["bilinear", "transposed"] = opt("bilinear", "up-sampling in the decoder")
+    upsample: Literal["bilinear", "transposed", "nearest"] = opt("bilinear", "up-sampling in the decoder (nearest: encoder_unet only)")
     size: int = opt(0, "resize images and masks to this side before tiling (0: native size)", ge=0)
     tile: int = opt(256, "side of the random training tiles, and of the tiles whole images are predicted with", ge=8)
     overlap: int = opt(32, "overlap of the tiles when whole images are predicted tile by tile (s02-eval, the ONNX runner)", ge=0)
@@ -110,10 +110,11 @@ class SegmentationTask(Task):
         o, k = self.opts, (1 if n_classes <= 2 else n_classes)
         in_chans = int(self.train_set.images.shape[1]) if self.train_set is not None and self.train_set.images is not None else 3
         if o.arch == "unet":
+            if o.upsample == "nearest": raise ValueError("--segmentation.upsample=nearest needs --segmentation.arch=encoder_unet (unet: bilinear or transposed)")
             return create_model("unet", in_chans=in_chans, n_classes=k, depth=o.depth, width=o.width, bilinear=o.upsample == "bilinear")
         kw = common.get("encoder_kwargs") or {}
         return create_model("encoder_unet", encoder=common["encoder"], n_classes=k, in_chans=in_chans,
-                            bilinear=o.upsample == "bilinear", **kw)
+                            upsample=o.upsample, **kw)
 
     def loss_func(self):
         o, pw = self.opts, _pos_weight(self.opts.pos_weight)
