@@ -21,7 +21,7 @@ separate model's, read as "at most 5 % worse" (CC: hnet >= 0.95 x separate; NSS:
 an hnet better than the separate model passes).
 
     python bench/hnet_vs_separate.py [--quick] [--budget 1200] [--tasks a,b,c] [--threads 2] [--seed 0] [--decay_at 0.7]
-                                     [--hidden 128,128] [--chunk 1024]
+                                     [--hidden 128,128] [--chunk 1024] [--tag NAME]
 """
 from __future__ import annotations
 
@@ -84,6 +84,7 @@ def main():
     ap.add_argument("--decay_at", type=float, default=0.7, help="both sides: learning rate x 0.1 after this fraction of the budget (1: never)")
     ap.add_argument("--hidden", default="128,128", help="hypernetwork hidden layers")
     ap.add_argument("--chunk", type=int, default=1024, help="hypernetwork chunk size")
+    ap.add_argument("--tag", default="", help="suffix of the results name (hnet_vs_separate_TAG-KIND), for runs with other settings")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     tasks = [t for t in a.tasks.split(",") if t] or [t for t in classic_model_names() if t != "spectral_residual_cv2"]
@@ -119,7 +120,8 @@ def main():
     h_scores = evaluate_tasks(h, sset.images[te], {t: maps[t][te] for t in tasks}, fix[te], stats, seed=a.seed)
     print(f"hnet: {h_time['epochs']} epochs, {h_time['cpu_s']:.0f} CPU s", flush=True)
     # figures
-    out = RESULTS / f"hnet_vs_separate{'-quick' if a.quick else ''}-{machine_kind()}"
+    name = "hnet_vs_separate" + (f"_{a.tag}" if a.tag else "")
+    out = RESULTS / f"{name}{'-quick' if a.quick else ''}-{machine_kind()}"
     out.mkdir(parents=True, exist_ok=True)
     g = te[:4]
     for t in tasks:
@@ -139,7 +141,7 @@ def main():
         claims.append(claim(f"{t}: hnet CC / separate CC", h_scores[t]["cc"] / sep_scores[t]["cc"], ">= 0.95"))
         claims.append(claim(f"{t}: (hnet NSS - separate NSS) / |separate NSS|",
                             (h_scores[t]["nss"] - sep_scores[t]["nss"]) / max(abs(sep_scores[t]["nss"]), 1e-9), ">= -0.05"))
-    write("hnet_vs_separate", dict(tasks=tasks, params=dict(hnet=n_h, separate=n_sep), separate=sep_scores, hnet=h_scores,
+    write(name, dict(tasks=tasks, params=dict(hnet=n_h, separate=n_sep), separate=sep_scores, hnet=h_scores,
                                    separate_time=sep_time, hnet_time=h_time, figures=str(out.relative_to(RESULTS.parent))),
           claims, settings=dict(budget_cpu_s=a.budget, threads=a.threads, seed=a.seed, lr=a.lr, decay_at=a.decay_at, hidden=a.hidden,
                         chunk=a.chunk, size=[96, 128], batch=16), quick=a.quick)

@@ -204,3 +204,21 @@ def test_a_folder_of_user_maps_is_a_task_and_missing_maps_are_listed(reg, tmp_pa
     d = SaliencyPipeline(parse_train_args(base + ["--saliency_hnet.on_missing=skip"]), tmp_path / "y").data()
     assert d.keep["mine"] == set(range(5, 30)) and d.keep["fixations"] == set(range(30))
     assert d.maps["mine"].shape == (30, 32, 48) and float(d.maps["mine"][:5].abs().sum()) == 0.0
+
+
+def test_the_run_stage_maps_a_folder_of_images_at_their_own_sizes(reg, tmp_path):
+    import shutil
+    src = tmp_path / "run_src"
+    make_saliency_folder(src, n=2, size=(50, 70), seed=3)
+    shutil.copy(src / "images" / "001.jpg", tmp_path / "a.jpg")
+    Image.open(src / "images" / "002.jpg").resize((33, 21)).save(tmp_path / "b.png")
+    folder = tmp_path / "in"; folder.mkdir()
+    for f in ("a.jpg", "b.png"): shutil.move(str(tmp_path / f), folder / f)
+    (folder / "notes.txt").write_text("not an image")
+    argv = [a for a in TINY if "holdout" not in a] + ["--skip=pretrain_weights,pretrain_one_task,train_catchup,test", "--epochs=1",
+                                                       f"--runs_dir={tmp_path}", "--name=r", f"--saliency_hnet.run_folder={folder}"]
+    argv = [a for a in argv if "epochs=2" not in a]
+    assert train_main(argv) == 0
+    out = tmp_path / "r" / "stages" / "run" / "maps"
+    for t in ("fixations", "frequency_tuned"):
+        assert Image.open(out / t / "a.png").size == (70, 50) and Image.open(out / t / "b.png").size == (33, 21)
