@@ -222,3 +222,10 @@ def test_the_run_stage_maps_a_folder_of_images_at_their_own_sizes(reg, tmp_path)
     out = tmp_path / "r" / "stages" / "run" / "maps"
     for t in ("fixations", "frequency_tuned"):
         assert Image.open(out / t / "a.png").size == (70, 50) and Image.open(out / t / "b.png").size == (33, 21)
+
+
+def test_dry_run_checks_the_data_and_model_and_writes_nothing(reg, tmp_path, capsys):
+    assert train_main(TINY + [f"--runs_dir={tmp_path}", "--name=d", "--dry_run"]) == 0
+    assert "dry run" in capsys.readouterr().out and not (tmp_path / "d" / "stages").exists()
+    base = [a for a in TINY if "tasks=" not in a and "holdout" not in a]
+    assert train_main(base + ["--saliency_hnet.tasks=fixations,nosuch", f"--runs_dir={tmp_path}", "--name=e", "--dry_run"]) == 2

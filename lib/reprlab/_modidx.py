@@ -1767,6 +1767,8 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                                                                                'reprlab/tasks/saliency_hnet.py'),
                                              'reprlab.tasks.saliency_hnet.SaliencyHnetTask.check': ( 'task_saliency_hnet.html#saliencyhnettask.check',
                                                                                                      'reprlab/tasks/saliency_hnet.py'),
+                                             'reprlab.tasks.saliency_hnet.SaliencyHnetTask.dry_run': ( 'task_saliency_hnet.html#saliencyhnettask.dry_run',
+                                                                                                       'reprlab/tasks/saliency_hnet.py'),
                                              'reprlab.tasks.saliency_hnet.SaliencyHnetTask.model': ( 'task_saliency_hnet.html#saliencyhnettask.model',
                                                                                                      'reprlab/tasks/saliency_hnet.py'),
                                              'reprlab.tasks.saliency_hnet.SaliencyHnetTask.run_pipeline': ( 'task_saliency_hnet.html#saliencyhnettask.run_pipeline',

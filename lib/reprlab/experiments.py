@@ -360,7 +360,9 @@ def train(cfg: TrainConfig, argv=None) -> dict:
             print(f"reprlab {reprlab.__version__}, git {git_sha() or '-'}, run dir {run}\n{format_run_config(cfg)}", flush=True)
         task = make_task(cfg)
         if getattr(task, "pipeline", False):              # a task run in stages, each its own resumable run inside `run`
-            if cfg.dry_run: return dict(run_dir=str(run), dry_run=True, final={})
+            if cfg.dry_run:
+                task.dry_run(run)                          # the data, every task's maps and the model: nothing written
+                return dict(run_dir=str(run), dry_run=True, final={})
             with owner, sigterm_as_interrupt():
                 try: return task.run_pipeline(run, argv, log=print if is_main_process() else (lambda *a, **k: None))
                 except KeyboardInterrupt:
