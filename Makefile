@@ -12,7 +12,7 @@ $(BIN)/python:
 	$(PY) -m venv $(VENV)
 
 $(STAMP): $(BIN)/python setup.py settings.ini pyproject.toml requirements.lock
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -c requirements.lock -e ".[dev,onnx,saliency]"
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -c requirements.lock -e ".[dev,onnx,saliency,cluster]"
 	@touch $@
 
 setup: $(STAMP)    ## create .venv and install reprlab (editable) with the dev extra
@@ -32,12 +32,13 @@ test-slow: check-export  ## everything, including @pytest.mark.slow tests and #|
 	$(BIN)/python -m pytest -q -m "" --timeout=3600
 	$(BIN)/nbdev-test --flags slow --n-workers 1
 
-export: $(STAMP)   ## notebooks -> lib/, then strip notebook outputs and metadata
+export: $(STAMP)   ## notebooks -> lib/, then strip notebook outputs and metadata, then README.md from nbs/index.ipynb
 	$(BIN)/nbdev-export
 	$(BIN)/nbdev-clean
+	$(BIN)/python tools/make_readme.py
 
 bench: $(STAMP)    ## every benchmark (installs the bench extra: fastai, lightning, lightly, smp, ...); each writes bench/results/NAME.json
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -c requirements.lock -e ".[dev,onnx,saliency,bench]"
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -c requirements.lock -e ".[dev,onnx,saliency,cluster,bench]"
 	$(BIN)/python bench/data_throughput.py
 	$(BIN)/python bench/trainer_overhead.py
 	$(BIN)/python bench/encoder_throughput.py
@@ -50,7 +51,7 @@ bench: $(STAMP)    ## every benchmark (installs the bench extra: fastai, lightni
 	$(BIN)/python bench/seg_quality.py
 
 lock: $(BIN)/python   ## refresh requirements.lock from a fresh resolution
-	$(BIN)/python -m pip install --quiet -e ".[dev,onnx,saliency,bench]"
+	$(BIN)/python -m pip install --quiet -e ".[dev,onnx,saliency,cluster,bench]"
 	$(BIN)/python -m pip freeze --exclude-editable | grep -v '^reprlab' > requirements.lock
 
 clean:

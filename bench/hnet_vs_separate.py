@@ -84,6 +84,7 @@ def main():
     ap.add_argument("--decay_at", type=float, default=0.7, help="both sides: learning rate x 0.1 after this fraction of the budget (1: never)")
     ap.add_argument("--hidden", default="128,128", help="hypernetwork hidden layers")
     ap.add_argument("--chunk", type=int, default=1024, help="hypernetwork chunk size")
+    ap.add_argument("--skip_layer", type=int, default=0, help="both sides: an encoder layer whose features also feed the decoder (0: none)")
     ap.add_argument("--tag", default="", help="suffix of the results name (hnet_vs_separate_TAG-KIND), for runs with other settings")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
@@ -104,7 +105,7 @@ def main():
     x_te = normalized(sset.images[te], stats)
     for i, (t, dl) in enumerate(zip(tasks, dls())):
         seed_everything(a.seed)
-        m = SeparateSaliency(SaliencyNet(generated=()))
+        m = SeparateSaliency(SaliencyNet(generated=(), skip_layer=a.skip_layer))
         sep_time[t] = train(m, SingleTaskProvider(dl, 0), a.budget / len(tasks), a.lr, a.seed, a.decay_at)
         m.eval()
         with torch.no_grad(): pred = logits_to_maps(torch.cat([m.mnet(x_te[j:j + 32]) for j in range(0, len(te), 32)]))
@@ -113,7 +114,7 @@ def main():
               ", ".join(f"{k} {v:.3f}" for k, v in sep_scores[t].items()), flush=True)
     # one hnet over every task, the whole budget
     seed_everything(a.seed)
-    h = SaliencyHnet(tasks, chunk_size=a.chunk, hidden=tuple(int(c) for c in a.hidden.split(",")))
+    h = SaliencyHnet(tasks, chunk_size=a.chunk, hidden=tuple(int(c) for c in a.hidden.split(",")), skip_layer=a.skip_layer)
     loaders = dls()
     prov = MultitaskBatchProvider(loaders, batches_per_task=max(len(d) for d in loaders), seed=a.seed)
     h_time = train(h, prov, a.budget, a.lr, a.seed, a.decay_at)

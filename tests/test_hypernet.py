@@ -407,3 +407,30 @@ def test_weight_regression_fits_two_tasks():
     with pytest.raises(ValueError, match="lacks generated parameter"):
         weight_regression_loss(hn, {0: {"decoder.0.weight": targets[0]["decoder.0.weight"]}})
     assert weight_regression_loss(hm, targets).item() == pytest.approx(final)
+
+
+def test_skip_layer_feeds_the_decoder_block_at_its_resolution():
+    "skip_layer=4 (mobilenet_v2: 24 channels at 1/4) joins the second decoder conv; the output depends on those features."
+    torch.manual_seed(0)
+    m = SaliencyNet(generated=(), skip_layer=4).eval()
+    assert (m.join, m.decoder[2].in_channels, m.decoder[0].in_channels) == (1, 64 + 24, 32)
+    assert n_parameters(m) - n_parameters(SaliencyNet(generated=())) == 3 * 3 * 24 * 32     # only the joined conv grows
+    x = torch.randn(2, 3, 90, 122)                                                           # sizes that do not divide
+    assert m(x).shape == (2, 1, 90, 122)
+    feats = {}
+    h = m.encoder[3].register_forward_hook(lambda mod, i, o: feats.setdefault("skip", o))
+    with torch.no_grad(): y = m(x)
+    h.remove()
+    with torch.no_grad():                                                                    # the same forward by hand
+        z = m.encoder(x)
+        assert (z.shape[-2:], feats["skip"].shape[-2:]) == ((12, 16), (23, 31))
+        z = F.interpolate(F.relu(m.decoder[0](z)), size=(24, 32), mode="bilinear", align_corners=False)
+        s = F.interpolate(feats["skip"], size=(24, 32), mode="bilinear", align_corners=False)
+        z = F.relu(m.decoder[2](torch.cat([z, s], 1)))
+        z = m.decoder[4](F.interpolate(z, size=(48, 64), mode="bilinear", align_corners=False))
+        z = F.interpolate(z, size=(90, 122), mode="bilinear", align_corners=False)
+    assert torch.allclose(y, z, atol=1e-5)
+    with pytest.raises(ValueError, match="skip_layer must be 0"): SaliencyNet(skip_layer=7)
+    with pytest.raises(ValueError, match="times finer than the cut"): SaliencyNet(skip_layer=5)
+    hm = create_model("saliency_hnet", tasks=["a", "b"], skip_layer=4)
+    assert hm.net.mnet.skip_layer == 4 and hm(x, "b").shape == (2, 1, 90, 122)

@@ -1,4 +1,5 @@
-"""Fail if `nbdev-export` would change lib/ or `nbdev-clean` would change nbs/ (the notebooks are the source)."""
+"""Fail if `nbdev-export` would change lib/, `nbdev-clean` would change nbs/, or `tools/make_readme.py` would change
+README.md (the notebooks are the source; README.md is made from nbs/index.ipynb): what `make export` runs."""
 import filecmp
 import shutil
 import subprocess
@@ -29,12 +30,17 @@ def differences(a: Path, b: Path) -> list[str]:
 with tempfile.TemporaryDirectory() as tmp:
     lib0 = snapshot(root / "lib" / "reprlab", Path(tmp) / "lib")
     nbs0 = snapshot(root / "nbs", Path(tmp) / "nbs")
+    readme = root / "README.md"
+    readme0 = readme.read_bytes() if readme.is_file() else None
     for cmd in ("nbdev-export", "nbdev-clean"):
         subprocess.run([str(bindir / cmd)], cwd=root, check=True)
+    subprocess.run([sys.executable, str(root / "tools" / "make_readme.py")], cwd=root, check=True)   # after the clean, as make export
     bad = [f"lib/reprlab: {d}" for d in differences(lib0, root / "lib" / "reprlab")]
     bad += [f"nbs: {d}" for d in differences(nbs0, root / "nbs")]
+    if readme0 != (readme.read_bytes() if readme.is_file() else None):
+        bad.append("README.md: changed (it is made from nbs/index.ipynb: edit the notebook)")
     if bad:
-        print("nbs/ and lib/ disagree (now fixed in your working tree by export/clean; review and commit):\n  "
+        print("nbs/, lib/ and README.md disagree (now fixed in your working tree by export/clean/make_readme; review and commit):\n  "
               + "\n  ".join(bad), file=sys.stderr)
         sys.exit(1)
-print("check-export: lib/ matches nbs/, notebooks are clean")
+print("check-export: lib/ matches nbs/, notebooks are clean, README.md matches nbs/index.ipynb")

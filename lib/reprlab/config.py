@@ -98,6 +98,8 @@ def _check_type(tp, where: str, group_ok: bool = True):
     raise TypeError(f"option {where}: unsupported type {tp!r} (use bool, int, float, str, Path, Literal, "
                     "Optional, list/tuple/dict[str, ...] of these, or a dataclass as a group of options)")
 
+_TYPING_NAMES = dict(Any=Any, Literal=Literal, Union=Union, Path=Path)   # what option annotations name, for classes without a module
+
 @lru_cache(maxsize=256)
 def _hints(cls) -> dict:
     "Field name -> resolved annotation for the init fields of dataclass `cls` (string annotations evaluated)."
@@ -107,8 +109,9 @@ def _hints(cls) -> dict:
         t = fac if isinstance(fac, type) else type(fac.args[0]) if isinstance(fac, partial) and fac.args else None
         if _is_dc(t): ns[t.__name__] = t
     try: hints = get_type_hints(cls, localns=ns or None)
-    except NameError as e:
-        raise TypeError(f"cannot resolve the annotations of {cls.__name__}: {e} (define config classes at module level)") from e
+    except NameError:                                   # a class run in a notebook kernel: its module's globals are not the cell's
+        try: hints = get_type_hints(cls, localns={**_TYPING_NAMES, **ns})
+        except NameError as e: raise TypeError(f"cannot resolve the annotations of {cls.__name__}: {e} (define config classes at module level)") from e
     out = {f.name: hints[f.name] for f in _cfg_fields(cls)}
     for name, tp in out.items(): _check_type(tp, f"{cls.__name__}.{name}")
     return out

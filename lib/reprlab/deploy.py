@@ -141,7 +141,7 @@ def _write_onnx(proto, path) -> Path:
 
 def export_onnx(model: nn.Module, path, mean=None, std=None, in_chans: int | None = None, opset: int = 17,
                 example_size: int = 64, metadata: dict | None = None) -> Path:
-    "Export `RawInputModel(model, mean, std)` to ONNX at `path` atomically: 'image' uint8 (B, C, H, W) -> 'logits' (B, K, H, W), B / H / W dynamic, `metadata` as JSON."
+    "Export `RawInputModel(model, mean, std)` to ONNX at `path` atomically: 'image' uint8 (B, C, H, W) -> 'logits' (B, K, H, W) (a classifier's (B, K)), B / H / W dynamic, `metadata` as JSON."
     onnx = _onnx()
     example_size, opset = _check_int("example_size", example_size, 1), _check_int("opset", opset, 13, 20)
     meta = _json_meta(metadata)
@@ -154,12 +154,13 @@ def export_onnx(model: nn.Module, path, mean=None, std=None, in_chans: int | Non
     meta.update(in_chans=raw.in_chans, n_classes=getattr(model, "n_classes", None), reprlab=reprlab.__version__)
     x = torch.randint(0, 256, (1, raw.in_chans, example_size, example_size), dtype=torch.uint8)
     axes, buf = {0: "batch", 2: "height", 3: "width"}, io.BytesIO()
+    with torch.no_grad(): per_pixel = raw(x).ndim == 4                 # a classifier's logits are (B, K): only B is dynamic
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", torch.jit.TracerWarning)
         warnings.filterwarnings("ignore", message=".*legacy TorchScript-based ONNX export.*")
         warnings.filterwarnings("ignore", message=".*feature will be removed.*")
         torch.onnx.export(raw, (x,), buf, dynamo=False, opset_version=opset, input_names=["image"], output_names=["logits"],
-                          dynamic_axes={"image": axes, "logits": axes}, do_constant_folding=True)
+                          dynamic_axes={"image": axes, "logits": axes if per_pixel else {0: "batch"}}, do_constant_folding=True)
     proto = onnx.load_model_from_string(buf.getvalue())
     _set_meta(proto, meta)
     return _write_onnx(proto, path)
@@ -277,7 +278,8 @@ def checkpoint_segmenter_args(path) -> dict:
         raise CheckpointError(f"{path}: its preprocess record says {pre['channels']} channels but the model takes {model.in_chans}")
     return dict(model=model.eval(), mean=pre.get("mean"), std=pre.get("std"), tile=seg.get("tile"),
                 overlap=seg.get("overlap") or 0, threshold=seg.get("threshold", 0.5), classes=list(pre.get("classes") or []),
-                mask_values=seg.get("mask_values"), dataset=pre.get("dataset"), train_split=pre.get("train_split"), size=pre.get("size"))
+                mask_values=seg.get("mask_values"), dataset=pre.get("dataset"), train_split=pre.get("train_split"), size=pre.get("size"),
+                channels=pre.get("channels"))
 
 
 def load_segmenter(path, threads: int | None = None, device="cpu"):
@@ -368,6 +370,6 @@ def export_run(run_or_checkpoint, out=None, quantize: str | None = None, calibra
         calibration = calibration_tiles(a["dataset"], a["train_split"] or "train", a["tile"] or 256, size=a["size"])
     meta = dict(tile=a["tile"], overlap=a["overlap"], threshold=a["threshold"], classes=a["classes"], checkpoint=str(ckpt),
                 mask_values=a["mask_values"])
-    path = export_onnx(a["model"], out, a["mean"], a["std"], opset=opset, metadata=meta)
+    path = export_onnx(a["model"], out, a["mean"], a["std"], in_chans=a["channels"], opset=opset, metadata=meta)
     q = None if quantize is None else quantize_onnx(path, path.with_name(f"{path.stem}.int8.onnx"), quantize, calibration)
     return dict(onnx=path, int8=q)

@@ -64,6 +64,20 @@ def _default_cut(table: list[tuple[int, int, int]]) -> int:
     return max((c for c, _, r in table if r <= 8), default=1)
 
 # %% ../../nbs/26c_hypernet.ipynb #946e2411
+def _skip_join(skip_layer, cut: int, table: list, n_blocks: int) -> tuple[int, int | None, int]:
+    "(skip layer, index of the decoder conv that also takes its features, their channels) of a `skip_layer` (0: no skip)."
+    if isinstance(skip_layer, bool) or not isinstance(skip_layer, numbers.Integral) or not 0 <= skip_layer < cut:
+        raise ValueError(f"skip_layer must be 0 (none) or a trunk layer before the cut, in [1, {cut - 1}], got {skip_layer!r}")
+    if not skip_layer: return 0, None, 0
+    _, c_skip, r_skip = table[skip_layer - 1]
+    r_cut, j = table[cut - 1][2], 0
+    while r_cut > r_skip and j <= n_blocks: r_cut, j = r_cut // 2, j + 1      # each decoder block doubles the resolution
+    if r_cut != r_skip or j == 0 or j > n_blocks:
+        raise ValueError(f"skip_layer={skip_layer} (1/{r_skip} resolution) must be 2 to 2**{n_blocks} times finer than the cut "
+                         f"(1/{table[cut - 1][2]}) so that a decoder block meets it")
+    return int(skip_layer), j, c_skip
+
+
 def _check_widths(decoder) -> list[int]:
     "`decoder` as a list of positive ints, else a ValueError."
     ok = isinstance(decoder, (list, tuple)) and all(not isinstance(w, bool) and isinstance(w, numbers.Integral) and w >= 1 for w in decoder)
@@ -74,7 +88,7 @@ def _check_widths(decoder) -> list[int]:
 class SaliencyNet(nn.Module):
     "A saliency mnet: the first `cut` trunk layers of a registered conv encoder + a BatchNorm-free conv decoder -> logits (B, 1, H, W) for any input size."
     def __init__(self, encoder: str = "mobilenet_v2", cut: int | None = None, decoder=(64, 32), in_chans: int = 3,
-                 generated=("decoder",), **encoder_kw):
+                 generated=("decoder",), skip_layer: int = 0, **encoder_kw):
         super().__init__()
         in_chans = _check_int("in_chans", in_chans, 1)
         if not isinstance(encoder, str):
@@ -88,28 +102,36 @@ class SaliencyNet(nn.Module):
                              f"to keep; encoder_cuts({encoder!r}) lists them), got {cut!r}")
         _, c, self.reduction = table[cut - 1]
         self.encoder_name, self.cut, self.in_chans, self.enc_channels = encoder, int(cut), in_chans, c
+        self.skip_layer, self.join, c_skip = _skip_join(skip_layer, cut, table, len(widths))
         self.encoder = nn.Sequential(*layers[:cut])
         blocks = []
-        for w in widths:
-            blocks += [nn.Conv2d(c, w, 3, padding=1), nn.ReLU(inplace=True)]
+        for i, w in enumerate(widths):
+            blocks += [nn.Conv2d(c + (c_skip if i == self.join else 0), w, 3, padding=1), nn.ReLU(inplace=True)]
             c = w
-        blocks.append(nn.Conv2d(c, 1, 1))
+        blocks.append(nn.Conv2d(c + (c_skip if self.join == len(widths) else 0), 1, 1))
         self.decoder = nn.Sequential(*blocks)
         mark_generated(self, generated or ())
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         "Logits (B, 1, H, W) of images x (B, in_chans, H, W)."
         _check_input(x, self.in_chans)
-        size = tuple(x.shape[-2:])
-        y = self.encoder(x)
+        size, s, k = tuple(x.shape[-2:]), None, 0
+        y = x
+        for i, layer in enumerate(self.encoder):
+            y = layer(y)
+            if i + 1 == self.skip_layer: s = y                     # the higher-resolution features the decoder also gets
         for m in self.decoder:
+            if isinstance(m, nn.Conv2d):
+                if s is not None and k == self.join:
+                    y = torch.cat([y, s if s.shape[-2:] == y.shape[-2:] else F.interpolate(s, size=y.shape[-2:], mode="bilinear", align_corners=False)], 1)
+                k += 1
             y = m(y)
             h, w = y.shape[-2:]
             if isinstance(m, nn.ReLU) and (h < size[0] or w < size[1]):
                 y = F.interpolate(y, size=(min(2 * h, size[0]), min(2 * w, size[1])), mode="bilinear", align_corners=False)
         return y if tuple(y.shape[-2:]) == size else F.interpolate(y, size=size, mode="bilinear", align_corners=False)
 
-    def extra_repr(self): return f"encoder={self.encoder_name!r}, cut={self.cut}, reduction={self.reduction}"
+    def extra_repr(self): return f"encoder={self.encoder_name!r}, cut={self.cut}, reduction={self.reduction}, skip_layer={self.skip_layer}"
 
 
 register_model(SaliencyNet, name="saliency_net")

@@ -67,13 +67,14 @@ class SaliencyHnet(nn.Module):
     "Multi-task saliency: an `HMNet` (HyperNetwork -> generated decoder of a `SaliencyNet`) with task names and a pixel-distribution loss."
     def __init__(self, tasks, encoder: str = "mobilenet_v2", cut: int | None = None, decoder=(64, 32), emb_dim: int = 8,
                  hidden=(128, 128), chunk_size: int | None = 1024, chunk_emb_dim: int = 8, generated=("decoder",),
-                 loss: str = "kld", in_chans: int = 3):
+                 loss: str = "kld", in_chans: int = 3, skip_layer: int = 0):
         super().__init__()
         tasks = [str(t) for t in tasks]
         if not tasks or len(set(tasks)) != len(tasks): raise ValueError(f"tasks must be distinct names, at least one, got {tasks!r}")
         if loss not in SALIENCY_LOSSES: raise ValueError(f"loss must be one of {SALIENCY_LOSSES}, got {loss!r}")
         self.tasks, self.loss_kind = tasks, loss
-        mnet = SaliencyNet(encoder=encoder, cut=cut, decoder=tuple(decoder), in_chans=in_chans, generated=tuple(generated))
+        mnet = SaliencyNet(encoder=encoder, cut=cut, decoder=tuple(decoder), in_chans=in_chans, generated=tuple(generated),
+                           skip_layer=skip_layer)
         hnet = HyperNetwork(generated_shapes(mnet), n_tasks=len(tasks), emb_dim=emb_dim, hidden=tuple(hidden),
                             chunk_size=chunk_size or None, chunk_emb_dim=chunk_emb_dim)
         self.net = HMNet(mnet, hnet)

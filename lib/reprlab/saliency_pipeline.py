@@ -149,7 +149,7 @@ def model_recipe(cfg, tasks) -> dict:
     o = cfg.saliency_hnet
     return dict(tasks=list(tasks), encoder=cfg.encoder, cut=o.cut or None, decoder=[int(c) for c in o.decoder.split(",")],
                 emb_dim=o.emb_dim, hidden=[int(c) for c in o.hidden.split(",") if c.strip()], chunk_size=o.chunk_size or None,
-                chunk_emb_dim=o.chunk_emb_dim, generated=[g for g in o.generated.split(",") if g], loss=o.loss)
+                chunk_emb_dim=o.chunk_emb_dim, generated=[g for g in o.generated.split(",") if g], loss=o.loss, skip_layer=o.skip_layer)
 
 
 def _close(provider) -> None:
@@ -254,7 +254,7 @@ class _StageBodies(_Stages):
     def _plain_mnet(self, init: dict) -> nn.Module:
         "A stand-alone `SaliencyNet` of the model's recipe with every parameter its own, loaded with `init`."
         kw = self.model_kwargs(self.tasks)
-        mnet = SaliencyNet(encoder=kw["encoder"], cut=kw["cut"], decoder=tuple(kw["decoder"]), generated=())
+        mnet = SaliencyNet(encoder=kw["encoder"], cut=kw["cut"], decoder=tuple(kw["decoder"]), generated=(), skip_layer=kw.get("skip_layer", 0))
         mnet.load_state_dict(init, strict=True)
         return mnet
 

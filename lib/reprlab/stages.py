@@ -61,7 +61,7 @@ class StageRunner:
             (self.dir(name) / "done.json").unlink()
         d = self.dir(name); d.mkdir(parents=True, exist_ok=True)
         self.log(f"stage {name}: running in {d}")
-        t0 = time.time()
+        t0, self.current = time.time(), fp                   # fn may read the fingerprint it runs under (to resume or restart)
         result = fn(d)
         atomic_write_text(d / "done.json", json.dumps(jsonable(dict(stage=name, fingerprint=fp, seconds=round(time.time() - t0, 1),
                                                                     finished=time.strftime("%Y-%m-%d %H:%M:%S"), result=result)), indent=1))
