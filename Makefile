@@ -49,6 +49,10 @@ bench: $(STAMP)    ## every benchmark (installs the bench extra: fastai, lightni
 	$(BIN)/python bench/unet_vs_smp.py
 	$(BIN)/python bench/onnx_speed.py
 	$(BIN)/python bench/seg_quality.py
+	$(BIN)/python bench/knn_speed.py
+	$(BIN)/python bench/saliency_fixations.py
+	$(BIN)/python bench/hnet_vs_separate.py --budget 600
+	$(BIN)/python bench/grid_overhead.py
 
 lock: $(BIN)/python   ## refresh requirements.lock from a fresh resolution
 	$(BIN)/python -m pip install --quiet -e ".[dev,onnx,saliency,cluster,bench]"

@@ -106,3 +106,9 @@ def test_timm_encoder():
     pytest.importorskip("timm")
     enc = create_encoder("timm:resnet18").eval()
     with torch.no_grad(): _check(enc, torch.randn(1, 3, 32, 32))
+
+
+def test_an_unknown_timm_model_is_a_key_error_naming_it():
+    "Like an unknown registered encoder (the command line turns it into one error line, exit 2), not timm's RuntimeError."
+    pytest.importorskip("timm")
+    with pytest.raises(KeyError, match="timm has no model 'nope'"): create_encoder("timm:nope")

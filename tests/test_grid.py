@@ -148,3 +148,34 @@ def test_a_pipeline_sweep_reads_its_stage_figures(tmp_path):
         done = json.loads((tmp_path / "base-grid" / r["run"] / "stages" / "evaluate" / "done.json").read_text())
         assert r["value"] == pytest.approx(done["result"]["knn20"])
     assert res["rows"][0]["value"] >= res["rows"][1]["value"]
+
+
+def test_a_preempted_slurm_job_is_requeued_and_resumes_exactly(tmp_path):
+    "submitit's local executor sends the job the preemption signal; GridJob.checkpoint requeues it; the run resumes to the same weights."
+    submitit = pytest.importorskip("submitit")
+    import signal
+    import time
+    from pathlib import Path
+    from reprlab.launch import GridJob
+    base = {**BASE, "epochs": 8, "seed": 3}
+    sw = Sweep.create(tmp_path / "s", base, [["lr", [0.002]]])
+    ex = submitit.AutoExecutor(folder=tmp_path / "jobs", cluster="local")
+    ex.update_parameters(timeout_min=10, cpus_per_task=1)
+    job = ex.submit(GridJob(sw.path, "lr=0.002", threads=1))
+    hist = sw.run_dir("lr=0.002") / "history.csv"
+    t0 = time.time()
+    while not (hist.is_file() and len(hist.read_text().splitlines()) >= 3):     # two epochs (and their checkpoint) done
+        assert time.time() - t0 < 500 and not job.done(), "the job ended or never trained"
+        time.sleep(0.1)
+    # what SLURM sends before a preemption or a timeout, to the job's task (submitit's local controller does not forward it)
+    kids = Path(f"/proc/{job._process.pid}/task/{job._process.pid}/children")
+    if not kids.is_file(): pytest.skip("needs Linux /proc to find the job's task")
+    for pid in kids.read_text().split(): os.kill(int(pid), signal.SIGUSR2)
+    assert job.result() == 0 and sw.state("lr=0.002") == "done"
+    cmds = (sw.run_dir("lr=0.002") / "cmd.txt").read_text().splitlines()
+    assert len(cmds) == 2 and "--resume=" in cmds[1]                             # started, then resumed after the requeue
+    ref = Sweep.create(tmp_path / "ref", base, [["lr", [0.002]]])
+    assert run_one(ref, "lr=0.002") == 0
+    w, v = _weights(sw.run_dir("lr=0.002")), _weights(ref.run_dir("lr=0.002"))
+    assert all(torch.equal(w[k], v[k]) for k in w)
+    assert (sw.run_dir("lr=0.002") / "history.csv").read_text() == (ref.run_dir("lr=0.002") / "history.csv").read_text()

@@ -292,6 +292,9 @@ class TimmEncoder(nn.Module):
         super().__init__()
         try: import timm
         except ImportError: raise ImportError(f"encoder 'timm:{name}' needs timm: pip install 'reprlab[timm]' (or pip install timm)") from None
+        if not timm.is_model(name):
+            close = timm.list_models(f"*{name[:4]}*")[:5] if name else []
+            raise KeyError(f"unknown encoder 'timm:{name}': timm has no model {name!r}" + (f" (similar: {', '.join(close)})" if close else ""))
         self.model = timm.create_model(name, pretrained=pretrained, in_chans=in_chans, num_classes=0, global_pool="", **kw)
         self.pool = Pool(pool)
         self.num_features = self.model.num_features * self.pool.mult()
