@@ -464,3 +464,15 @@ def test_cosine_warmup_longer_than_the_run_is_cut_to_it():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         np.testing.assert_array_equal(cosine_schedule(1.0, 0.0, 2, 3, warmup_epochs=2), np.linspace(0, 1, 6))   # as before
+
+
+def test_a_kill_between_last_pt_and_its_best_pt_link_is_repaired_by_the_resume(tmp_path):
+    "An improving epoch wrote last.pt, then the process died before best.pt was linked: the resume links it."
+    learn = toy_learner([CheckpointCB(tmp_path, monitor="train_loss", background=False)])
+    learn.fit(2)
+    best, last = tmp_path / "checkpoints" / "best.pt", tmp_path / "checkpoints" / "last.pt"
+    assert load_checkpoint(last)["epoch"] == 2 and load_checkpoint(best)["epoch"] == 2      # the loss fell in both epochs
+    best.unlink()                                                   # the window: last.pt at epoch 2, no best.pt for it
+    again = toy_learner([CheckpointCB(tmp_path, monitor="train_loss", background=False)])
+    again.fit(2, resume=last)                                       # nothing left to train: only the repair runs
+    assert best.is_file() and load_checkpoint(best)["epoch"] == 2

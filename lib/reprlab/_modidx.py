@@ -1089,6 +1089,8 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                   'reprlab.monitors.CheckpointCB._load_best': ( 'monitors.html#checkpointcb._load_best',
                                                                                 'reprlab/monitors.py'),
                                   'reprlab.monitors.CheckpointCB._mark': ('monitors.html#checkpointcb._mark', 'reprlab/monitors.py'),
+                                  'reprlab.monitors.CheckpointCB._repair_best': ( 'monitors.html#checkpointcb._repair_best',
+                                                                                  'reprlab/monitors.py'),
                                   'reprlab.monitors.CheckpointCB._wait': ('monitors.html#checkpointcb._wait', 'reprlab/monitors.py'),
                                   'reprlab.monitors.CheckpointCB.after_batch': ( 'monitors.html#checkpointcb.after_batch',
                                                                                  'reprlab/monitors.py'),

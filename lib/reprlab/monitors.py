@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from .checkpoint import (CheckpointError, CheckpointWriter, _unwrap, learner_state, load_checkpoint, load_weights,
-                                restore_learner, save_checkpoint)
+                                link_checkpoint, restore_learner, save_checkpoint)
 from .core import Hooks, Terminated, clean_stale_temp, is_main_process, make_generator
 from .learner import Callback, CancelFitException
 from .viz import new_figure, save_figure
@@ -153,6 +153,16 @@ class CheckpointCB(Callback):
             if learn.start_epoch or learn.start_batch:              # a kill between a write and the rotation's removal
                 for p in self.dir.glob("epoch-*.pt"):               # leaves a file the checkpoint no longer lists
                     if p.name not in self.saved: p.unlink(missing_ok=True)
+                self._repair_best(learn)
+
+    def _repair_best(self, learn):
+        "A kill between an improving epoch's `last.pt` and its `best.pt` link: `last.pt` holds the best state, so link it now."
+        t = self.tracker
+        if t is None or learn.start_batch or t.best_epoch is None or t.best_epoch != learn.start_epoch - 1 or not self.last.is_file(): return
+        if self.best.is_file() and self.best.samefile(self.last): return
+        try: at = torch.load(self.last, map_location="cpu", weights_only=True, mmap=True).get("epoch")   # the weights stay on disk
+        except Exception: return
+        if at == learn.start_epoch: link_checkpoint(self.last, self.best)
 
     def _cut_history(self, learn):
         "After a failed write: keep in `learn.history` only the epochs that the surviving `last.pt` holds (HistoryCB follows)."
